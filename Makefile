@@ -1,0 +1,45 @@
+# SpeechTune developer entry points. `make setup` once, then `make demo` / `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: setup demo test test-unit e2e bench cluster-up cluster-down operator chart-lint images lint
+
+setup:  ## .venv with both projects (editable, pinned) + Debian packages when missing
+	@hack/setup.sh
+
+demo: setup  ## the main job, locally, on synthetic ATC speech
+	$(VENV)/bin/speechtune demo --workdir .demo
+
+test: setup  ## everything CI runs: unit, trainer, operator and e2e tiers on the local control plane
+	$(PY) -m pytest tests
+
+test-unit: setup  ## the fast tier only (no control plane, no training)
+	$(PY) -m pytest tests -m "not cluster and not training"
+
+e2e: setup  ## operator, chart and Prometheus tests on the real local control plane
+	$(PY) -m pytest tests -m cluster
+
+bench: setup  ## side-by-side measurements, printed as tables
+	$(PY) tests/bench/run.py
+
+cluster-up: setup  ## local control plane; admin kubeconfig at .cluster/kubeconfig
+	$(PY) hack/cluster/controlplane.py up
+
+cluster-down:
+	$(PY) hack/cluster/controlplane.py down
+
+operator: setup  ## run the operator out of cluster against $$KUBECONFIG (default .cluster/kubeconfig)
+	KUBECONFIG=$(KUBECONFIG) $(VENV)/bin/speechtune-operator
+
+chart-lint: setup
+	$(PY) hack/cluster/controlplane.py tools >/dev/null && helm lint charts/speechtune
+
+images:  ## needs a Docker engine (none on the dev machines)
+	hack/build-images.sh
+
+lint: setup
+	$(VENV)/bin/lint-imports --config .importlinter
+	$(VENV)/bin/mypy operator/src trainers/src/speechtune

@@ -1,0 +1,1 @@
+"""SpeechTune: fine-tune speech-recognition models from one FinetuneJob spec."""

@@ -1,0 +1,25 @@
+"""Engine registry: name -> import path, so a process imports only the framework it runs."""
+
+from __future__ import annotations
+
+import importlib
+
+from speechtune.engines import base
+
+# Imported lazily: the nemo image has no speechbrain, the hf image has no NeMo.
+ENGINES: dict[str, str] = {
+    "speechbrain-ctc": "speechtune.engines.speechbrain_ctc:SpeechBrainCTCEngine",
+    "nemo-canary": "speechtune.engines.nemo_canary:NemoCanaryEngine",
+    "hf-ctc": "speechtune.engines.hf_ctc:HFCTCEngine",
+}
+
+
+def load(name: str) -> base.Engine:
+    """Returns a fresh engine instance for `spec.engine`."""
+    try:
+        target = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}") from None
+    module_name, _, class_name = target.partition(":")
+    engine_cls = getattr(importlib.import_module(module_name), class_name)
+    return engine_cls()  # type: ignore[no-any-return]
