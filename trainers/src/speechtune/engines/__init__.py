@@ -14,6 +14,14 @@ ENGINES: dict[str, str] = {
 }
 
 
+# Optional per-engine spec checks run by `speechtune validate` and before any training:
+# "module:function" taking the spec mapping, returning human-readable notes and raising
+# ValueError (with the spec field path in the message) when the job cannot run.
+SPEC_CHECKS: dict[str, str] = {
+    "hf-ctc": "speechtune.engines.hf_memory:check_spec",
+}
+
+
 def load(name: str) -> base.Engine:
     """Returns a fresh engine instance for `spec.engine`."""
     try:

@@ -1,0 +1,34 @@
+"""`speechtune` command line: each command group lives in its own module with a
+`register(subparsers)` function; this file only wires them together."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Command groups, imported at start-up (not at import time of this module). Each module's
+# register() adds its subcommands and sets `func` on them.
+COMMAND_MODULES = (
+    "speechtune.runtime.commands",  # run, train, validate, eval, status, watch, sweep, demo
+    "speechtune.data.commands",  # data synth|convert|check|from-hf|bins
+    "speechtune.engines.nemo_export",  # export (.ckpt -> .nemo, top-k averaging)
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechtune", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data toolkit: manifests, preflight checks, conversion, normalization, synthesis."""
