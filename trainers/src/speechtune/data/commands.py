@@ -1,0 +1,56 @@
+"""`speechtune data synth|convert|check|from-hf|bins`: thin wrappers over the data modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from speechtune.data import bins, manifest
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Adds the `data` command group to the `speechtune` parser."""
+    data = subparsers.add_parser("data", help="manifests: synthesise, convert, check, export, bins")
+    data_subparsers = data.add_subparsers(dest="data_command", required=True)
+    _add_synth(data_subparsers)
+    bins.register(data_subparsers)
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from speechtune.data import sentences
+
+    parser = subparsers.add_parser(
+        "synth", help="synthesise speech (espeak-ng + sox) into train/valid/test manifests"
+    )
+    parser.add_argument("out", metavar="OUT", help="folder for the manifests and audio/")
+    parser.add_argument("--n", type=int, default=400, help="number of utterances (all splits)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same data")
+    parser.add_argument(
+        "--lang", default=None,
+        help="comma-separated languages (en,de,fr,es,bn); default: en, or bn for banglish",
+    )
+    parser.add_argument("--domain", choices=sentences.DOMAINS, default="generic")
+    parser.add_argument("--format", choices=manifest.FORMATS, default="nemo", dest="fmt")
+    parser.add_argument("--translate-to", default=None, help="add translation rows into this language")
+    parser.add_argument("--noise", action="store_true", help="mix background noise into the audio")
+    parser.set_defaults(func=_synth)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from speechtune.data import sentences, synth
+
+    languages = args.lang.split(",") if args.lang else [sentences.DOMAIN_LANGUAGES[args.domain][0]]
+    started = time.monotonic()
+    try:
+        paths = synth.synthesize(
+            args.out, n=args.n, languages=languages, domain=args.domain, seed=args.seed,
+            fmt=args.fmt, translate_to=args.translate_to, noise=args.noise,
+        )
+    except ValueError as error:
+        print(f"speechtune data synth: {error}", file=sys.stderr)
+        return 2
+    for split, path in paths.items():
+        print(f"{split}: {path} ({len(manifest.read(path))} utterances)")
+    print(f"synthesised {args.n} utterances in {time.monotonic() - started:.1f} s")
+    return 0
