@@ -1,0 +1,198 @@
+"""Load a FinetuneJob YAML and validate it against the CRD's own openAPIV3Schema.
+
+The trainer has no schema of its own: `finetunejob.crd.yaml` (a link to crds/, copied into
+wheels by setuptools) is read at run time, so the CRD and the trainer cannot drift. Like
+the API server we apply the schema's defaults, check the structural schema (jsonschema,
+draft 4 as OpenAPI v3.0 uses it) and evaluate the `x-kubernetes-validations` CEL rules
+(cel-python). Unlike the API server we reject unknown fields instead of pruning them:
+a typo in a local job file should fail loudly, not be dropped."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib.resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jsonschema
+import yaml
+
+CRD_RESOURCE = "finetunejob.crd.yaml"
+API_VERSION = "speechtune.dev/v1alpha1"
+KIND = "FinetuneJob"
+
+
+class SpecError(ValueError):
+    """A job file that does not satisfy the CRD; the message names the field path."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        super().__init__(f"{source}: {path}: {message}")
+        self.source = source
+        self.path = path
+        self.detail = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A validated FinetuneJob with the CRD's defaults applied."""
+
+    name: str
+    namespace: str
+    spec: Mapping[str, Any]
+    uid: str | None = None
+    source: str = "<memory>"
+
+    def to_object(self) -> dict[str, Any]:
+        """The whole object again (what the operator mounts at /etc/speechtune/job.yaml)."""
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.uid:
+            metadata["uid"] = self.uid
+        return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": copy.deepcopy(dict(self.spec))}
+
+
+@functools.cache
+def crd_schema() -> Mapping[str, Any]:
+    """The openAPIV3Schema of the served version of the packaged CRD."""
+    text = importlib.resources.files("speechtune").joinpath(CRD_RESOURCE).read_text()
+    crd = yaml.safe_load(text)
+    versions = crd["spec"]["versions"]
+    version = next(v for v in versions if f"{crd['spec']['group']}/{v['name']}" == API_VERSION)
+    return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+def load(path: str | Path) -> Job:
+    """Reads and validates a job file; raises SpecError naming the file and field."""
+    source = str(path)
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpecError(source, "(file)", "no such file") from None
+    except yaml.YAMLError as error:
+        raise SpecError(source, "(yaml)", str(error)) from None
+    return validate(document, source=source)
+
+
+def validate(document: Any, *, source: str = "<memory>") -> Job:
+    if not isinstance(document, dict):
+        raise SpecError(source, "(document)", "expected a FinetuneJob mapping")
+    if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
+        raise SpecError(source, "apiVersion/kind",
+                        f"expected {API_VERSION} {KIND}, got {document.get('apiVersion')} {document.get('kind')}")
+    schema = crd_schema()
+    obj = apply_defaults(schema, copy.deepcopy(document))
+    _check_structure(schema, obj, source)
+    for path, message in cel_violations(schema, obj):
+        raise SpecError(source, path, message)
+    metadata = obj.get("metadata") or {}
+    if not metadata.get("name"):
+        raise SpecError(source, "metadata.name", "required")
+    return Job(name=metadata["name"], namespace=metadata.get("namespace") or "default",
+               spec=obj["spec"], uid=metadata.get("uid"), source=source)
+
+
+def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
+    """Fills absent properties that have a `default`, recursively (defaults of a defaulted
+    object apply too, as the API server does)."""
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                value[name] = apply_defaults(sub, value[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in value:
+                if name not in (schema.get("properties") or {}):
+                    value[name] = apply_defaults(extra, value[name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def strict_schema(schema: Mapping[str, Any], *, closed: bool) -> dict[str, Any]:
+    """A copy with `additionalProperties: false` on every declared object below `spec`
+    (the structural schema prunes unknown fields; we report them instead)."""
+    out = dict(schema)
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        out["properties"] = {
+            name: strict_schema(sub, closed=closed or name == "spec") for name, sub in properties.items()
+        }
+        if closed and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), dict):
+        out["items"] = strict_schema(schema["items"], closed=closed)
+    return out
+
+
+def _check_structure(schema: Mapping[str, Any], obj: Any, source: str) -> None:
+    validator = jsonschema.Draft4Validator(strict_schema(schema, closed=False))
+    errors = sorted(validator.iter_errors(obj), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        error = errors[0]
+        raise SpecError(source, field_path(error.absolute_path) or "(document)", _message(error))
+
+
+def field_path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return f"unknown field(s): {error.message.split('(')[-1].rstrip(')')}"
+    return error.message
+
+
+def _rules(schema: Mapping[str, Any], value: Any, path: list[Any]) -> Iterator[tuple[list[Any], Mapping[str, Any], Any]]:
+    """(path, rule, value) for every CEL rule whose field is present in the object."""
+    for rule in schema.get("x-kubernetes-validations") or ():
+        yield path, rule, value
+    if isinstance(value, dict):
+        for name, sub in (schema.get("properties") or {}).items():
+            if name in value:
+                yield from _rules(sub, value[name], [*path, name])
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _rules(schema["items"], item, [*path, index])
+
+
+def cel_violations(schema: Mapping[str, Any], obj: Any) -> list[tuple[str, str]]:
+    """(field path, message) of every failing CEL rule. Transition rules (those reading
+    `oldSelf`) only apply to updates and are skipped: a job file is always a create."""
+    import celpy  # cel-python; imported here so loading this module stays cheap
+
+    environment = celpy.Environment()
+    failures = []
+    for path, rule, value in _rules(schema, obj, []):
+        expression = rule["rule"]
+        if "oldSelf" in expression:
+            continue
+        program = _program(environment, expression)
+        try:
+            result = program.evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError as error:  # e.g. a field the rule reads has no default
+            result = error
+        if isinstance(result, Exception) or not bool(result):
+            where = field_path([*path, *_field_path_parts(rule.get("fieldPath", ""))])
+            failures.append((where or "(document)", rule.get("message") or f"failed rule: {expression}"))
+    return failures
+
+
+@functools.cache
+def _compiled(expression: str) -> Any:
+    import celpy
+
+    return celpy.Environment().compile(expression)
+
+
+def _program(environment: Any, expression: str) -> Any:
+    return environment.program(_compiled(expression))
+
+
+def _field_path_parts(field: str) -> list[str]:
+    return [part for part in field.split(".") if part]
