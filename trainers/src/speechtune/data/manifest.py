@@ -65,6 +65,7 @@ class Row:
 
     line: int  # 1-based line in the file (CSV: the header is line 1)
     fields: Mapping[str, Any]
+    error: str | None = None  # the line could not be parsed into fields at all
 
 
 def detect_format(path: Path) -> Format:
@@ -100,7 +101,8 @@ def format_for_suffix(path: Path, fmt: Format | None) -> Format:
 
 
 def read_rows(path: Path) -> Iterator[Row]:
-    """Raw rows with line numbers. Raises ManifestError for lines that are not JSON objects."""
+    """Raw rows with line numbers; a line that cannot be parsed comes with `error` set, so
+    preflight can report every bad line rather than stop at the first."""
     if detect_format(path) == "nemo":
         yield from _read_json_rows(path)
     else:
@@ -115,9 +117,11 @@ def _read_json_rows(path: Path) -> Iterator[Row]:
             try:
                 fields = json.loads(text)
             except json.JSONDecodeError as error:
-                raise ManifestError(path, number, None, f"not valid JSON ({error.msg})") from None
+                yield Row(number, {}, f"not valid JSON ({error.msg})")
+                continue
             if not isinstance(fields, dict):
-                raise ManifestError(path, number, None, "a manifest line must be a JSON object")
+                yield Row(number, {}, "a manifest line must be a JSON object")
+                continue
             yield Row(number, fields)
 
 
@@ -131,10 +135,8 @@ def _read_csv_rows(path: Path) -> Iterator[Row]:
             if not any(cells):
                 continue
             if len(cells) != len(header):
-                raise ManifestError(
-                    path, reader.line_num, None,
-                    f"{len(cells)} cells for {len(header)} header columns",
-                )
+                yield Row(reader.line_num, {}, f"{len(cells)} cells for {len(header)} header columns")
+                continue
             # An empty cell is an absent value: CSV columns are shared by all rows.
             yield Row(reader.line_num, {k: v for k, v in zip(header, cells) if v != ""})
 
@@ -148,6 +150,8 @@ def read(path: str | os.PathLike[str]) -> list[Utterance]:
 
 def to_utterance(row: Row, manifest: Path, fmt: Format) -> Utterance:
     """One validated Utterance from a raw row."""
+    if row.error is not None:
+        raise ManifestError(manifest, row.line, None, row.error)
     if fmt == "nemo":
         return _from_nemo(row, manifest)
     if fmt == "speechbrain":
