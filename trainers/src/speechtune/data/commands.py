@@ -14,6 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     data = subparsers.add_parser("data", help="manifests: synthesise, convert, check, export, bins")
     data_subparsers = data.add_subparsers(dest="data_command", required=True)
     _add_synth(data_subparsers)
+    _add_check(data_subparsers)
     bins.register(data_subparsers)
 
 
@@ -54,3 +55,40 @@ def _synth(args: argparse.Namespace) -> int:
         print(f"{split}: {path} ({len(manifest.read(path))} utterances)")
     print(f"synthesised {args.n} utterances in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _add_check(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from speechtune.data import check
+
+    parser = subparsers.add_parser(
+        "check", help="preflight manifests: every problem with file and line; exit 1 if any is fatal"
+    )
+    parser.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    parser.add_argument(
+        "--tokenizer", default=None,
+        help="character vocabulary file, SentencePiece .model, or NeMo tokenizer folder",
+    )
+    parser.add_argument("--engine", choices=sorted(check.ENGINE_NEEDS), default=None)
+    parser.add_argument("--languages", default=None, help="comma-separated allowed languages")
+    parser.add_argument("--duration-tolerance", type=float, default=0.1, help="seconds")
+    parser.add_argument("--max-problems", type=int, default=50, help="problems to print")
+    parser.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from speechtune.data import check, tokenizer_chars
+
+    try:
+        chars = tokenizer_chars.producible_chars(args.tokenizer) if args.tokenizer else None
+    except tokenizer_chars.TokenizerError as error:
+        print(f"speechtune data check: --tokenizer: {error}", file=sys.stderr)
+        return 2
+    report = check.preflight(
+        args.manifests,
+        tokenizer_chars=chars,
+        languages=args.languages.split(",") if args.languages else None,
+        engine=args.engine,
+        duration_tolerance=args.duration_tolerance,
+    )
+    print(report.format(max_problems=args.max_problems))
+    return 0 if report.ok else 1

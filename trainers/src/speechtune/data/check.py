@@ -1,0 +1,390 @@
+"""Preflight: find every problem in manifests before a run spends GPU hours on them.
+
+Most failed fine-tuning runs die of bad data, and some loaders (lhotse) drop unreadable
+audio silently. Preflight reads audio *headers* only (soundfile.info, cached per file) so
+100k rows take seconds, and reports every problem with its file and line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import os
+import struct
+from pathlib import Path
+from typing import Any, Collection, Iterable, Mapping, Sequence
+
+from speechtune.data import manifest
+
+_HISTOGRAM_EDGES = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int  # 0: the file as a whole
+    field: str | None
+    message: str
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        field = f" {self.field}:" if self.field else ""
+        return f"{'error' if self.fatal else 'warning'}: {where}:{field} {self.message}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineNeeds:
+    """What an engine's data loader requires of every row."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+    fields: tuple[str, ...] = ()  # Utterance fields that must be set
+
+
+ENGINE_NEEDS: dict[str, EngineNeeds] = {
+    # Canary's prompt is built from the languages of every row.
+    "nemo-canary": EngineNeeds(fields=("source_lang", "target_lang")),
+    "speechbrain-ctc": EngineNeeds(),
+    "hf-ctc": EngineNeeds(),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    tokenizer_chars: frozenset[str] | None = None  # None: no tokenizer check
+    languages: frozenset[str] | None = None  # None: any language
+    needs: EngineNeeds = EngineNeeds()
+    duration_tolerance: float = 0.1  # seconds between the manifest and the audio header
+    # CTC must emit one label per frame at most (a 10 ms hop subsampled 4x gives 25 frames
+    # per second), so denser transcripts cannot be learnt.
+    max_chars_per_second: float = 25.0
+    max_duration: float = 40.0  # longer utterances are reported (not fatal): memory spikes
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    utterances: int
+    seconds: float
+    languages: Mapping[str, int]  # "en", or "en->de" for translation rows
+    histogram: Sequence[tuple[str, int]]  # duration bucket label -> utterances
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    problems: Sequence[Problem]
+    summary: Summary
+
+    @property
+    def fatal(self) -> list[Problem]:
+        return [p for p in self.problems if p.fatal]
+
+    @property
+    def ok(self) -> bool:
+        return not self.fatal
+
+    def raise_if_fatal(self) -> None:
+        if self.fatal:
+            raise PreflightError(self)
+
+    def format(self, *, max_problems: int = 50) -> str:
+        lines = [str(p) for p in self.problems[:max_problems]]
+        if len(self.problems) > max_problems:
+            lines.append(f"... and {len(self.problems) - max_problems} more problems")
+        lines += format_summary(self.summary)
+        lines.append(f"{len(self.fatal)} fatal problems, {len(self.problems) - len(self.fatal)} warnings")
+        return "\n".join(lines)
+
+
+class PreflightError(ValueError):
+    def __init__(self, report: Report) -> None:
+        shown = "\n".join(str(p) for p in report.fatal[:20])
+        more = len(report.fatal) - 20
+        super().__init__(f"manifest preflight failed:\n{shown}" + (f"\n... and {more} more" if more > 0 else ""))
+        self.report = report
+
+
+def format_summary(summary: Summary) -> list[str]:
+    lines = [f"{summary.utterances} utterances, {summary.hours:.2f} hours ({summary.seconds:.1f} s)"]
+    lines += [f"  {label:>10}: {count}" for label, count in summary.histogram if count]
+    lines += [f"  {lang}: {count}" for lang, count in sorted(summary.languages.items())]
+    return lines
+
+
+def preflight(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    tokenizer_chars: Collection[str] | None = None,
+    languages: Collection[str] | None = None,
+    engine: str | None = None,
+    duration_tolerance: float = 0.1,
+    max_chars_per_second: float = 25.0,
+    max_duration: float = 40.0,
+) -> Report:
+    """Checks every row of every manifest in `paths`; never raises for bad data."""
+    if engine is not None and engine not in ENGINE_NEEDS:
+        raise ValueError(f"engine: unknown {engine!r} (want one of {', '.join(ENGINE_NEEDS)})")
+    limits = Limits(
+        tokenizer_chars=frozenset(tokenizer_chars) if tokenizer_chars is not None else None,
+        languages=frozenset(languages) if languages is not None else None,
+        needs=ENGINE_NEEDS[engine] if engine else EngineNeeds(),
+        duration_tolerance=duration_tolerance,
+        max_chars_per_second=max_chars_per_second,
+        max_duration=max_duration,
+    )
+    files = [Path(p).absolute() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    audio = AudioHeaders()
+    problems: list[Problem] = []
+    located: list[tuple[Path, manifest.Utterance]] = []
+    for file in files:
+        file_problems, file_utterances = check_file(file, limits, audio)
+        problems += file_problems
+        located += [(file, utt) for utt in file_utterances]
+    problems += duplicate_ids(located)
+    return Report(problems, summarize([utt for _, utt in located]))
+
+
+def check_file(
+    file: Path, limits: Limits, audio: "AudioHeaders"
+) -> tuple[list[Problem], list[manifest.Utterance]]:
+    try:
+        fmt = manifest.detect_format(file)
+    except manifest.ManifestError as error:
+        return [Problem(file, error.line, None, error.detail)], []
+    except OSError as error:
+        return [Problem(file, 0, None, f"cannot read: {error.strerror or error}")], []
+    problems: list[Problem] = []
+    utterances = []
+    for row in manifest.read_rows(file):
+        row_problems, utt = check_row(row, fmt, file, limits, audio)
+        problems += row_problems
+        if utt is not None:
+            utterances.append(utt)
+    if not utterances and not problems:
+        problems.append(Problem(file, 0, None, "no utterances"))
+    return problems, utterances
+
+
+def check_row(
+    row: manifest.Row, fmt: manifest.Format, file: Path, limits: Limits, audio: "AudioHeaders"
+) -> tuple[list[Problem], manifest.Utterance | None]:
+    """Every problem of one row; the utterance when its fields are usable."""
+    if row.error is not None:
+        return [Problem(file, row.line, None, row.error)], None
+    problems = [Problem(file, row.line, field, message) for field, message in field_problems(row.fields, fmt)]
+    if problems:
+        return problems, None
+    if fmt == "hf" and "duration" not in row.fields:
+        # HF CSVs often carry no durations: take the (cached) header's.
+        header = audio.get(manifest.resolve_audio(file, row.fields["audio_path"]))
+        if isinstance(header, str):
+            return [Problem(file, row.line, "audio_path", header)], None
+        row = manifest.Row(row.line, {**row.fields, "duration": header.seconds})
+    utt = manifest.to_utterance(row, file, fmt)
+    audio_field = {"nemo": "audio_filepath", "speechbrain": "wav", "hf": "audio_path"}[fmt]
+    found = [(field, message, fatal) for field, message, fatal in utterance_problems(utt, limits)]
+    found += [(audio_field, message, fatal) for message, fatal in audio_problems(utt, limits, audio)]
+    return [Problem(file, row.line, f, m, fatal) for f, m, fatal in found], utt
+
+
+_NUMBER, _TEXT, _PNC = "number", "text", "pnc"
+# field -> (kind, required); the text of a CSV row may be an empty cell (reported later).
+_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "nemo": {"audio_filepath": ("str", True), "duration": (_NUMBER, True), "text": (_TEXT, True),
+             "id": ("str", False), "offset": (_NUMBER, False), "source_lang": ("str", False),
+             "target_lang": ("str", False), "pnc": (_PNC, False)},
+    "speechbrain": {"wav": ("str", True), "duration": (_NUMBER, True), "offset": (_NUMBER, False),
+                    "pnc": (_PNC, False)},
+    "hf": {"audio_path": ("str", True), "duration": (_NUMBER, False), "offset": (_NUMBER, False),
+           "pnc": (_PNC, False)},
+}
+
+
+def field_problems(fields: Mapping[str, Any], fmt: manifest.Format) -> list[tuple[str, str]]:
+    """Missing and wrong-typed fields, as (field, message)."""
+    found = []
+    if fmt == "speechbrain" and not ({"ID", "id"} & fields.keys()):
+        found.append(("ID", "missing"))
+    for field, (kind, required) in _FIELDS[fmt].items():
+        if field not in fields:
+            if required:
+                found.append((field, "missing"))
+            continue
+        message = _type_problem(fields[field], kind)
+        if message:
+            found.append((field, message))
+    return found
+
+
+def _type_problem(value: Any, kind: str) -> str | None:
+    if kind == _PNC:
+        if isinstance(value, bool):
+            return f'given as a boolean ({str(value).lower()}); NeMo wants the string "yes" or "no"'
+        return None if value in ("yes", "no") else f'must be "yes" or "no", got {value!r}'
+    if kind == _NUMBER:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return f"must be a number, got {type(value).__name__}"
+        try:
+            float(value)
+        except ValueError:
+            return f"must be a number, got {value!r}"
+        return None
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    return "empty" if kind == "str" and not value else None
+
+
+def utterance_problems(utt: manifest.Utterance, limits: Limits) -> Iterable[tuple[str, str, bool]]:
+    """Problems of the values themselves, as (field, message, fatal)."""
+    text = utt.text.strip()
+    if not text:
+        yield "text", "empty transcript", True
+    elif utt.duration > 0 and len(text) > limits.max_chars_per_second * utt.duration:
+        yield "text", (
+            f"transcript too long for its audio: {len(text)} characters in {utt.duration:.2f} s "
+            f"(more than {limits.max_chars_per_second:g} per second)"
+        ), True
+    if utt.duration <= 0:
+        yield "duration", f"must be positive, got {utt.duration:g}", True
+    elif utt.duration > limits.max_duration:
+        yield "duration", f"{utt.duration:.1f} s is longer than {limits.max_duration:g} s", False
+    if limits.tokenizer_chars is not None:
+        missing = sorted(set(text) - limits.tokenizer_chars)
+        if missing:
+            shown = ", ".join(repr(c) for c in missing)
+            yield "text", f"characters the tokenizer cannot produce: {shown}", True
+    for field in limits.needs.fields:
+        if getattr(utt, field) is None:
+            yield field, "missing (the engine needs it)", True
+    for field in ("source_lang", "target_lang"):
+        value = getattr(utt, field)
+        if value is not None and limits.languages is not None and value not in limits.languages:
+            yield field, f"unknown language {value!r} (allowed: {', '.join(sorted(limits.languages))})", True
+
+
+def audio_problems(
+    utt: manifest.Utterance, limits: Limits, audio: "AudioHeaders"
+) -> Iterable[tuple[str, bool]]:
+    """Problems of the audio file, from its header only, as (message, fatal)."""
+    header = audio.get(utt.audio_filepath)
+    if isinstance(header, str):
+        yield header, True
+        return
+    if header.sample_rate != limits.needs.sample_rate:
+        yield f"{utt.audio_filepath.name}: {header.sample_rate} Hz, the engine needs {limits.needs.sample_rate} Hz", True
+    if header.channels != limits.needs.channels:
+        yield f"{utt.audio_filepath.name}: {header.channels} channels, the engine needs {limits.needs.channels}", True
+    start = utt.offset or 0.0
+    if start + utt.duration > header.seconds + limits.duration_tolerance:
+        yield (
+            f"duration {utt.duration:g} s{f' from offset {start:g} s' if start else ''} "
+            f"runs past the audio's end ({header.seconds:.3f} s)"
+        ), True
+    elif not utt.offset and abs(utt.duration - header.seconds) > limits.duration_tolerance:
+        yield f"duration {utt.duration:g} s disagrees with the audio ({header.seconds:.3f} s)", True
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioHeader:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+class AudioHeaders:
+    """soundfile.info per unique file, cached: manifests often cut many rows from one file."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, AudioHeader | str] = {}
+
+    def get(self, path: Path) -> AudioHeader | str:
+        """The header, or a message saying why the file is unusable."""
+        if path not in self._cache:
+            self._cache[path] = read_header(path)
+        return self._cache[path]
+
+
+def read_header(path: Path) -> AudioHeader | str:
+    import soundfile  # needs libsndfile; imported where audio is actually read
+
+    if not path.is_file():
+        return f"audio file not found: {path}"
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        return f"unreadable or corrupt audio {path}: {error}"
+    if info.frames <= 0:
+        return f"audio has no samples: {path}"
+    truncated = wav_truncation(path, info.channels)
+    if truncated:
+        return f"corrupt audio {path}: {truncated}"
+    return AudioHeader(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def wav_truncation(path: Path, channels: int) -> str | None:
+    """For WAV files, whether the data chunk is shorter than its header says: libsndfile
+    quietly shortens such files, so a cut-off copy would otherwise look valid."""
+    if path.suffix.lower() != ".wav":
+        return None
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(head):
+        chunk, size = head[position:position + 4], struct.unpack("<I", head[position + 4:position + 8])[0]
+        if chunk == b"data":
+            available = path.stat().st_size - (position + 8)
+            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length.
+            if size not in (0, 0xFFFFFFFF) and available < size:
+                return f"data chunk holds {available} of {size} bytes (truncated file)"
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def duplicate_ids(located: Sequence[tuple[Path, manifest.Utterance]]) -> list[Problem]:
+    """Ids used twice. Within a file that is fatal; across files (the same clip in train
+    and test) it is a warning about leakage, as is a clip reused by rows without ids."""
+    first: dict[str, tuple[Path, int]] = {}
+    problems = []
+    for file, utt in located:
+        seen = first.setdefault(utt.id, (file, utt.line))
+        if seen == (file, utt.line):
+            continue
+        same_file = seen[0] == file
+        where = f"line {seen[1]}" if same_file else f"{seen[0].name} line {seen[1]}"
+        if utt.id == manifest.derived_id(str(utt.audio_filepath), utt.offset):
+            # No id field: the same clip twice is normal for multi-task rows (ASR + AST).
+            message = f"same audio and offset as {where} (rows without an id field)"
+            problems.append(Problem(file, utt.line, "id", message, fatal=False))
+        else:
+            message = f"duplicate id {utt.id!r} (also on {where})"
+            problems.append(Problem(file, utt.line, "id", message, fatal=same_file))
+    return problems
+
+
+def summarize(utterances: Sequence[manifest.Utterance]) -> Summary:
+    counts = [0] * (len(_HISTOGRAM_EDGES) + 1)
+    languages: collections.Counter[str] = collections.Counter()
+    for utt in utterances:
+        counts[bisect.bisect_right(_HISTOGRAM_EDGES, utt.duration)] += 1
+        source, target = utt.source_lang or "?", utt.target_lang or utt.source_lang or "?"
+        languages[source if source == target else f"{source}->{target}"] += 1
+    bounds = (0.0, *_HISTOGRAM_EDGES)
+    labels = [f"{lo:g}-{hi:g} s" for lo, hi in zip(bounds, _HISTOGRAM_EDGES)] + [f">{_HISTOGRAM_EDGES[-1]:g} s"]
+    return Summary(
+        utterances=len(utterances),
+        seconds=sum(utt.duration for utt in utterances),
+        languages=dict(languages),
+        histogram=list(zip(labels, counts)),
+    )
