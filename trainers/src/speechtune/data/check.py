@@ -279,13 +279,13 @@ def audio_problems(
         yield f"{utt.audio_filepath.name}: {header.sample_rate} Hz, the engine needs {limits.needs.sample_rate} Hz", True
     if header.channels != limits.needs.channels:
         yield f"{utt.audio_filepath.name}: {header.channels} channels, the engine needs {limits.needs.channels}", True
-    start = utt.offset or 0.0
-    if start + utt.duration > header.seconds + limits.duration_tolerance:
-        yield (
-            f"duration {utt.duration:g} s{f' from offset {start:g} s' if start else ''} "
-            f"runs past the audio's end ({header.seconds:.3f} s)"
-        ), True
-    elif not utt.offset and abs(utt.duration - header.seconds) > limits.duration_tolerance:
+    if utt.offset:  # a segment of a longer file: it only has to fit
+        if utt.offset + utt.duration > header.seconds + limits.duration_tolerance:
+            yield (
+                f"duration {utt.duration:g} s from offset {utt.offset:g} s "
+                f"runs past the audio's end ({header.seconds:.3f} s)"
+            ), True
+    elif abs(utt.duration - header.seconds) > limits.duration_tolerance:
         yield f"duration {utt.duration:g} s disagrees with the audio ({header.seconds:.3f} s)", True
 
 

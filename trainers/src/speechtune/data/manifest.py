@@ -252,7 +252,8 @@ _JSON_CELL = "json:"
 
 
 def _encode_cell(value: Any) -> str:
-    if isinstance(value, str) and not value.startswith(_JSON_CELL):
+    # An empty cell means "absent" (CSV rows share columns), so "" is written as JSON too.
+    if isinstance(value, str) and value and not value.startswith(_JSON_CELL):
         return value
     return _JSON_CELL + json.dumps(value, ensure_ascii=False)
 

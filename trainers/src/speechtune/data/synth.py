@@ -199,7 +199,8 @@ def render(wav: Path, item: Item) -> float:
         item.spoken.speech.encode("utf-8"),
     )
     _run(
-        ["sox", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav),
+        # -D: no dither, which is random and would make a seed's audio differ run to run.
+        ["sox", "-D", "-t", "wav", "-", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav),
          "pad", str(voice.pad_start), str(voice.pad_end)],
         speech,
     )
