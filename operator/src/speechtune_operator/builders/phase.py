@@ -1,0 +1,125 @@
+"""FinetuneJob status from its PyTorchJob: phase, conditions, times, and the Event that a
+phase transition deserves."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
+SUSPENDED, SUCCEEDED, FAILED = "Suspended", "Succeeded", "Failed"
+PHASES = (PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+FINISHED = frozenset({SUCCEEDED, FAILED})
+
+# First true condition wins: a finished job stays finished even when the training-operator
+# leaves an older Running condition true next to it.
+_PRECEDENCE = (("Succeeded", SUCCEEDED), ("Failed", FAILED), ("Suspended", SUSPENDED),
+               ("Restarting", RESTARTING), ("Running", RUNNING))
+
+# Fields this module owns in .status; progress/metrics belong to the scraper.
+OWNED_FIELDS = ("phase", "message", "conditions", "startTime", "completionTime", "pytorchJob")
+
+
+@dataclasses.dataclass(frozen=True)
+class PodFailure:
+    """Why a trainer pod ended, from its `pytorch` container's terminated state."""
+
+    pod: str
+    reason: str
+    message: str = ""
+    exit_code: int | None = None
+
+    def describe(self) -> str:
+        code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
+        detail = f": {self.message.strip()}" if self.message.strip() else ""
+        return f"pod {self.pod} failed: {self.reason}{code}{detail}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def phase_of(pytorchjob_status: Mapping[str, Any]) -> tuple[str, str]:
+    """(phase, message of the condition that decided it)."""
+    conditions = {c.get("type"): c for c in pytorchjob_status.get("conditions") or []}
+    for condition_type, phase in _PRECEDENCE:
+        condition = conditions.get(condition_type)
+        if condition and condition.get("status") == "True":
+            return phase, str(condition.get("message", ""))
+    return PENDING, "waiting for the PyTorchJob's pods"
+
+
+def desired_status(pytorchjob: Mapping[str, Any], failure: PodFailure | None = None) -> dict[str, Any]:
+    status = pytorchjob.get("status") or {}
+    phase, message = phase_of(status)
+    if phase == FAILED and failure is not None:
+        message = f"{message} {failure.describe()}".strip()
+    desired: dict[str, Any] = {
+        "phase": phase,
+        "message": message,
+        "pytorchJob": pytorchjob["metadata"]["name"],
+        "conditions": [_condition(c) for c in status.get("conditions") or []],
+    }
+    for key in ("startTime", "completionTime"):
+        if status.get(key):
+            desired[key] = status[key]
+    return desired
+
+
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the fields that differ; {} when the status is already right (no write)."""
+    return {key: value for key, value in desired.items() if current.get(key) != value}
+
+
+def transition_event(old_phase: str | None, new_phase: str, message: str) -> PhaseEvent | None:
+    if old_phase == new_phase:
+        return None
+    if new_phase == RUNNING and old_phase == SUSPENDED:
+        return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")
+    reason, kind = {
+        PENDING: ("TrainingPending", "Normal"),
+        RUNNING: ("TrainingRunning", "Normal"),
+        RESTARTING: ("TrainingRestarting", "Warning"),
+        SUSPENDED: ("TrainingSuspended", "Normal"),
+        SUCCEEDED: ("TrainingSucceeded", "Normal"),
+        FAILED: ("TrainingFailed", "Warning"),
+    }[new_phase]
+    return PhaseEvent(kind, reason, message or new_phase)
+
+
+def _condition(condition: Mapping[str, Any]) -> dict[str, Any]:
+    # lastUpdateTime is dropped: it moves on every resync and would rewrite status for nothing.
+    return {key: condition[key] for key in ("type", "status", "reason", "message", "lastTransitionTime")
+            if key in condition}
+
+
+def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
+    """The failure of a Failed pod, preferring its `pytorch` container's terminated state."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Failed":
+        return None
+    name = str(pod.get("metadata", {}).get("name", "?"))
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") != "pytorch":
+            continue
+        state = container.get("state") or {}
+        terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+        if terminated:
+            return PodFailure(pod=name, reason=str(terminated.get("reason") or "Error"),
+                              message=str(terminated.get("message") or ""),
+                              exit_code=terminated.get("exitCode"))
+    return PodFailure(pod=name, reason=str(status.get("reason") or "Failed"),
+                      message=str(status.get("message") or ""))
+
+
+def first_failure(pods: Sequence[Mapping[str, Any]]) -> PodFailure | None:
+    """The master's failure when it failed, else any worker's: the master is what users read."""
+    def is_master(pod: Mapping[str, Any]) -> bool:
+        labels = pod.get("metadata", {}).get("labels") or {}
+        return labels.get("training.kubeflow.org/replica-type") in ("master", "Master")
+
+    failures = [(not is_master(pod), failure) for pod in pods if (failure := pod_failure(pod))]
+    return min(failures, key=lambda pair: pair[0])[1] if failures else None

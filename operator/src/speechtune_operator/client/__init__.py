@@ -1,0 +1,1 @@
+"""I/O: the Kubernetes API (through the official client) and plain HTTP scrapes."""

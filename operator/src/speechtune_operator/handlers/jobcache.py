@@ -1,0 +1,67 @@
+"""What the operator last saw of each FinetuneJob, fed by its watch stream.
+
+The PyTorchJob status mirror compares against this view to write status only when it
+changes, without a GET per event; the phase gauge counts from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, Mapping
+
+from speechtune_operator.builders import phase
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    status: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> "JobView":
+        meta = body["metadata"]
+        return cls(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
+                   generation=int(meta.get("generation", 0)), status=dict(body.get("status") or {}))
+
+    def ref(self) -> dict[str, Any]:
+        return {"metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid}}
+
+
+class JobCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._views: dict[tuple[str, str], JobView] = {}
+
+    def observe(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self._lock:
+            if deleted:
+                self._views.pop(key, None)
+            else:
+                self._views[key] = JobView.of(body)
+
+    def get(self, namespace: str, name: str) -> JobView | None:
+        with self._lock:
+            return self._views.get((namespace, name))
+
+    def remember_status(self, view: JobView, patch: Mapping[str, Any]) -> JobView:
+        """Apply a status patch we just wrote, so the next event does not write it again
+        before the watch stream brings the object back."""
+        updated = dataclasses.replace(view, status={**view.status, **patch})
+        with self._lock:
+            current = self._views.get((view.namespace, view.name))
+            if current is None or current.uid == view.uid:
+                self._views[(view.namespace, view.name)] = updated
+        return updated
+
+    def phase_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(phase.PHASES, 0)
+        with self._lock:
+            for view in self._views.values():
+                # No phase yet: the PyTorchJob has not reported; that is Pending to a user.
+                counts[str(view.status.get("phase") or phase.PENDING)] += 1
+        return counts

@@ -1,0 +1,59 @@
+"""Mirror a PyTorchJob's state into its FinetuneJob's status, with an Event per transition."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, cast
+
+import kopf
+
+from speechtune_operator import names
+from speechtune_operator.builders import phase
+from speechtune_operator.client import api, finetunejobs, pods
+from speechtune_operator.handlers import jobcache
+
+logger = logging.getLogger(__name__)
+
+
+def sync_from_pytorchjob(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
+                         cache: jobcache.JobCache) -> None:
+    view = _parent(pytorchjob, clients=clients, cache=cache)
+    if view is None:
+        return
+    current = view.status
+    desired = phase.desired_status(pytorchjob)
+    if desired["phase"] == phase.FAILED:
+        if current.get("phase") == phase.FAILED:
+            desired["message"] = current.get("message", desired["message"])  # keep the pod's reason
+        else:
+            failure = phase.first_failure(pods.of_job(clients, view.namespace, pytorchjob["metadata"]["name"]))
+            desired = phase.desired_status(pytorchjob, failure)
+    patch = phase.status_patch(current, desired)
+    if not patch:
+        return
+    if not finetunejobs.patch_status(clients, view.namespace, view.name, patch):
+        return
+    cache.remember_status(view, patch)
+    event = phase.transition_event(current.get("phase"), desired["phase"], desired["message"])
+    if event is not None:
+        kopf.event(kopf.Body(cast(kopf.RawBody, names.object_ref(view.ref()))), type=event.type, reason=event.reason, message=event.message)
+
+
+def _parent(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
+            cache: jobcache.JobCache) -> jobcache.JobView | None:
+    name = names.owner_name(pytorchjob)
+    namespace = pytorchjob["metadata"]["namespace"]
+    if name is None:
+        return None
+    view = cache.get(namespace, name)
+    if view is None:  # the FinetuneJob's own watch has not delivered it yet
+        body = finetunejobs.get(clients, namespace, name)
+        if body is None:
+            return None
+        cache.observe(body)
+        view = jobcache.JobView.of(body)
+    owner_uids = {ref.get("uid") for ref in pytorchjob["metadata"].get("ownerReferences") or []}
+    if owner_uids and view.uid not in owner_uids:
+        logger.debug("PyTorchJob %s/%s belongs to an earlier FinetuneJob", namespace, name)
+        return None
+    return view

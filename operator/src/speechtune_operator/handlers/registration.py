@@ -1,0 +1,61 @@
+"""Every kopf handler of the operator, registered in one place; each is a thin wrapper
+around one function of a sibling module."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import kopf
+
+from speechtune_operator import settings as settings_mod
+from speechtune_operator import telemetry as telemetry_mod
+from speechtune_operator import names
+from speechtune_operator.builders import phase
+from speechtune_operator.client import api
+from speechtune_operator.handlers import creating, jobcache, mirroring, scraping, suspending
+
+FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
+PYTORCHJOBS = (names.PYTORCHJOB_GROUP, names.PYTORCHJOB_VERSION, names.PYTORCHJOB_PLURAL)
+RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    settings: settings_mod.Settings
+    clients: api.Clients
+    cache: jobcache.JobCache
+    telemetry: telemetry_mod.Telemetry
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.event(*FINETUNEJOBS, registry=registry)
+    def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
+        ctx.cache.observe(body, deleted=type == "DELETED")
+
+    @kopf.on.resume(*FINETUNEJOBS, registry=registry, backoff=RETRY_BACKOFF)
+    @kopf.on.create(*FINETUNEJOBS, registry=registry, backoff=RETRY_BACKOFF)
+    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        with ctx.telemetry.reconcile():
+            creating.ensure_children(body, patch, settings=ctx.settings, clients=ctx.clients)
+
+    @kopf.on.update(*FINETUNEJOBS, field="spec.runPolicy.suspend", registry=registry,
+                    backoff=RETRY_BACKOFF)
+    def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
+        suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients)
+
+    @kopf.on.event(*PYTORCHJOBS, labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry)
+    def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        with ctx.telemetry.reconcile():
+            mirroring.sync_from_pytorchjob(body, clients=ctx.clients, cache=ctx.cache)
+
+    @kopf.timer(*FINETUNEJOBS, interval=ctx.settings.scrape_interval, registry=registry,
+                when=lambda status, **_: status.get("phase") == phase.RUNNING)
+    def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients)

@@ -1,0 +1,86 @@
+"""`speechtune-operator`: run the operator (out of cluster with $KUBECONFIG, or in a pod)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+import kopf
+
+from speechtune_operator import settings as settings_mod
+from speechtune_operator import telemetry as telemetry_mod
+from speechtune_operator.client import api
+from speechtune_operator.handlers import jobcache, registration
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="speechtune-operator",
+        description="Reconcile FinetuneJobs (speechtune.dev/v1alpha1) into Kubeflow PyTorchJobs.")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", dest="namespace_flags", default=[],
+                       help="Watch this namespace (repeatable). Default: every namespace.")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="Watch every namespace.")
+    parser.add_argument("--standalone", action="store_true",
+                        help="Accepted for kopf compatibility; the operator never peers.")
+    parser.add_argument("--liveness", default=os.environ.get("SPEECHTUNE_LIVENESS", DEFAULT_LIVENESS),
+                        help="kopf liveness endpoint URL; empty disables it. [env SPEECHTUNE_LIVENESS]")
+    parser.add_argument("--kubeconfig", default=None, help="Kubeconfig file (default: $KUBECONFIG).")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="Warnings and errors only.")
+    settings_mod.add_arguments(parser, os.environ)
+    return parser.parse_args(argv)
+
+
+def kopf_settings(settings: settings_mod.Settings) -> kopf.OperatorSettings:
+    config = kopf.OperatorSettings()
+    # Our own annotation keys, not kopf's defaults, on the FinetuneJobs (nothing on children).
+    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="speechtune.dev")
+    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="speechtune.dev", key="last-handled-configuration")
+    config.persistence.finalizer = "speechtune.dev/finalizer"
+    # kopf's own "Handler succeeded" events only at WARNING; ours are posted explicitly.
+    config.posting.level = logging.WARNING
+    config.execution.max_workers = settings.workers
+    # A restarted apiserver may leave watch connections silently dead; reconnect sooner.
+    config.watching.server_timeout = 120
+    config.watching.client_timeout = 150
+    config.watching.connect_timeout = 10
+    config.networking.request_timeout = 30
+    config.networking.connect_timeout = 10
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_mod.from_namespace(vars(args))
+    except ValueError as error:
+        print(f"speechtune-operator: {error}", file=sys.stderr)
+        return 2
+    namespaces = tuple(args.namespace_flags) or settings.namespaces
+    clients = api.connect(pool_size=settings.workers, kubeconfig=args.kubeconfig)
+    cache = jobcache.JobCache()
+    telemetry = telemetry_mod.Telemetry()
+    telemetry.count_phases(cache.phase_counts)
+    if settings.metrics_port:
+        telemetry.serve(settings.metrics_port)
+    registry = kopf.OperatorRegistry()
+    registration.register(registry, registration.Context(
+        settings=settings, clients=clients, cache=cache, telemetry=telemetry))
+    kopf.run(registry=registry, settings=kopf_settings(settings), standalone=True,
+             clusterwide=not namespaces, namespaces=namespaces,
+             liveness_endpoint=args.liveness or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

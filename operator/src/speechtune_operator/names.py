@@ -1,0 +1,70 @@
+"""Deterministic names and labels of a FinetuneJob's children.
+
+Names derive only from the FinetuneJob's name, so a handler that runs twice (a restart, a
+retry) finds the child it made the first time instead of making a second one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+GROUP = "speechtune.dev"
+VERSION = "v1alpha1"
+PLURAL = "finetunejobs"
+KIND = "FinetuneJob"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PYTORCHJOB_GROUP = "kubeflow.org"
+PYTORCHJOB_VERSION = "v1"
+PYTORCHJOB_PLURAL = "pytorchjobs"
+
+LABEL_JOB = "speechtune.dev/finetunejob"
+LABEL_ENGINE = "speechtune.dev/engine"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+ANNOTATION_METRICS_URL = "speechtune.dev/metrics-url"
+MANAGER = "speechtune-operator"
+
+JOB_FILE_DIR = "/etc/speechtune"
+JOB_FILE_NAME = "job.yaml"
+
+
+def pytorchjob_name(job_name: str) -> str:
+    # The same name as the FinetuneJob: pods become <name>-master-0, <name>-worker-N.
+    return job_name
+
+
+def configmap_name(job_name: str) -> str:
+    return f"{job_name}-job"
+
+
+def master_pod_name(job_name: str) -> str:
+    # Named by the training-operator: <job>-<replica type, lower case>-<index>.
+    return f"{pytorchjob_name(job_name)}-master-0"
+
+
+def child_labels(body: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        LABEL_JOB: body["metadata"]["name"],
+        LABEL_ENGINE: body["spec"]["engine"],
+        LABEL_MANAGED_BY: MANAGER,
+    }
+
+
+def object_ref(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity kopf.event() and ownerReferences need, from a (partial) body."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+
+
+def owner_name(child: Mapping[str, Any]) -> str | None:
+    """The FinetuneJob owning a child: its controller owner reference, else its label."""
+    for ref in child.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            return str(ref["name"])
+    label = (child.get("metadata", {}).get("labels") or {}).get(LABEL_JOB)
+    return str(label) if label else None

@@ -1,0 +1,124 @@
+"""Operator settings: one typed, frozen value, read once at start-up from flags and env.
+
+Every field carries its help text; `from_args` builds an argparse option per field whose
+default comes from the environment variable `SPEECHTUNE_<FIELD>` (the Helm chart sets
+those), so flags, env and `--help` never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any, Mapping, Sequence
+
+ENGINES = ("nemo-canary", "speechbrain-ctc", "hf-ctc")
+
+
+def _setting(default: Any, help: str, env: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "env": env})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = _setting(
+        (), "Namespaces to watch (comma-separated); empty watches every namespace.",
+        "SPEECHTUNE_OPERATOR_NAMESPACES")
+    image_nemo_canary: str = _setting(
+        "ghcr.io/speechtune/speechtune-nemo:0.1.0",
+        "Trainer image for engine nemo-canary.", "SPEECHTUNE_IMAGE_NEMO_CANARY")
+    image_speechbrain_ctc: str = _setting(
+        "ghcr.io/speechtune/speechtune-speechbrain:0.1.0",
+        "Trainer image for engine speechbrain-ctc.", "SPEECHTUNE_IMAGE_SPEECHBRAIN_CTC")
+    image_hf_ctc: str = _setting(
+        "ghcr.io/speechtune/speechtune-hf:0.1.0",
+        "Trainer image for engine hf-ctc.", "SPEECHTUNE_IMAGE_HF_CTC")
+    image_pull_policy: str = _setting(
+        "IfNotPresent", "imagePullPolicy of the trainer containers.",
+        "SPEECHTUNE_IMAGE_PULL_POLICY")
+    hf_token_secret: str = _setting(
+        "speechtune-hf-token",
+        "Secret (in the job's namespace) whose key becomes HF_TOKEN in trainer pods, by "
+        "secretKeyRef and optional; empty disables.", "SPEECHTUNE_HF_TOKEN_SECRET")
+    hf_token_key: str = _setting(
+        "token", "Key of the Hugging Face token in that secret.", "SPEECHTUNE_HF_TOKEN_KEY")
+    trainer_uid: int = _setting(
+        65532, "Numeric user (and group) the trainer containers run as.",
+        "SPEECHTUNE_TRAINER_UID")
+    trainer_metrics_port: int = _setting(
+        9400, "Port of the trainer's Prometheus endpoint (container port 'metrics').",
+        "SPEECHTUNE_TRAINER_METRICS_PORT")
+    metrics_port: int = _setting(
+        8080, "Port of the operator's own /metrics; 0 disables it.",
+        "SPEECHTUNE_OPERATOR_METRICS_PORT")
+    scrape_interval: float = _setting(
+        15.0, "Seconds between scrapes of a running job's master pod /metrics.",
+        "SPEECHTUNE_SCRAPE_INTERVAL")
+    scrape_timeout: float = _setting(
+        3.0, "Timeout of one scrape, in seconds.", "SPEECHTUNE_SCRAPE_TIMEOUT")
+    scrape_url: str = _setting(
+        "http://{pod_ip}:{port}/metrics",
+        "Template of the scrape URL ({pod_ip}, {port}, {name}, {namespace}); a FinetuneJob "
+        "annotation speechtune.dev/metrics-url overrides it per job.",
+        "SPEECHTUNE_SCRAPE_URL")
+    workers: int = _setting(
+        16, "Threads running the (blocking) handlers; also the API connection pool size.",
+        "SPEECHTUNE_OPERATOR_WORKERS")
+
+    def __post_init__(self) -> None:
+        for field in ("trainer_metrics_port", "workers", "trainer_uid"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"setting {field} must be > 0, got {getattr(self, field)}")
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"setting metrics_port must be a port number, got {self.metrics_port}")
+        if self.scrape_interval <= 0 or self.scrape_timeout <= 0:
+            raise ValueError("settings scrape_interval and scrape_timeout must be > 0")
+        if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
+            raise ValueError(f"setting image_pull_policy: unknown policy {self.image_pull_policy!r}")
+
+    def image_for(self, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"spec.engine: unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+        return str(getattr(self, "image_" + engine.replace("-", "_")))
+
+
+def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """One option per setting, e.g. --scrape-interval, defaulting to its env variable."""
+    for field in dataclasses.fields(Settings):
+        option = "--" + field.name.replace("_", "-")
+        default = ",".join(field.default) if isinstance(field.default, tuple) else field.default
+        help_text = f"{field.metadata['help']} [env {field.metadata['env']}; default {default!r}]"
+        parser.add_argument(option, dest=field.name, default=env.get(field.metadata["env"]),
+                            help=help_text, metavar=field.name.upper())
+
+
+def from_namespace(values: Mapping[str, Any]) -> Settings:
+    """Settings from parsed options (strings or None); unset ones keep their defaults."""
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        raw = values.get(field.name)
+        if raw is not None:  # an empty string is a value (e.g. no HF token secret)
+            kwargs[field.name] = _convert(field, raw)
+    return Settings(**kwargs)
+
+
+def _convert(field: dataclasses.Field[Any], raw: Any) -> Any:
+    default = field.default
+    try:
+        if isinstance(default, tuple):
+            items: Sequence[str] = raw.split(",") if isinstance(raw, str) else raw
+            return tuple(item.strip() for item in items if item.strip())
+        if isinstance(default, bool):
+            return str(raw).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError as error:
+        raise ValueError(f"setting {field.name} ({field.metadata['env']}): {error}") from None
+    return str(raw)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if env is None else env
+    return from_namespace({f.name: environ.get(f.metadata["env"]) for f in dataclasses.fields(Settings)})

@@ -1,0 +1,44 @@
+"""Each shipped example, as stored by the API server, renders the exact ConfigMap and
+PyTorchJob in golden/. Regenerate after an intended change with
+SPEECHTUNE_UPDATE_GOLDEN=1 pytest tests/unit/operator, then review the diff."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechtune_operator import settings
+from speechtune_operator.builders import configmap, pytorchjob
+
+import ftj_crd as crdtools
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def rendered(example: str) -> str:
+    body = crdtools.stored(example)
+    objects = [configmap.build_configmap(body), pytorchjob.build_pytorchjob(body, settings.Settings())]
+    return yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True)
+
+
+@pytest.mark.parametrize("example", sorted(crdtools.EXAMPLES))
+def test_example_renders_its_golden_children(example: str) -> None:
+    golden = GOLDEN / f"{example}.yaml"
+    text = rendered(example)
+    if os.environ.get("SPEECHTUNE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} missing: run with SPEECHTUNE_UPDATE_GOLDEN=1"
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("example", sorted(crdtools.EXAMPLES))
+def test_configmap_carries_the_whole_defaulted_job(example: str) -> None:
+    body = crdtools.stored(example)
+    document = yaml.safe_load(configmap.build_configmap(body)["data"]["job.yaml"])
+    assert document["apiVersion"] == "speechtune.dev/v1alpha1"
+    assert document["kind"] == "FinetuneJob"
+    assert document["metadata"] == {"name": body["metadata"]["name"], "namespace": "research"}
+    assert document["spec"] == body["spec"]
