@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +19,7 @@ EXAMPLES = {
 UID = "0b6f4a8e-5a1c-4b59-9d3e-6f1f2a3b4c5d"
 
 
+@functools.cache
 def schema() -> Mapping[str, Any]:
     crd = yaml.safe_load(CRD_PATH.read_text())
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
