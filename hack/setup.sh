@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the project needs: speech synthesis for tests and demos, audio
-# conversion, etcd for the local control plane, and a real Prometheus for the e2e checks.
-DEB=(espeak-ng sox libsox-fmt-all libsndfile1 etcd-server prometheus)
+# conversion, etcd for the local control plane, and a real Prometheus for the e2e checks;
+# openssl makes the local control plane's certificates.
+DEB=(espeak-ng sox libsox-fmt-all libsndfile1 etcd-server prometheus openssl)
 missing=()
 for pkg in "${DEB[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
