@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     data = subparsers.add_parser("data", help="manifests: synthesise, convert, check, export, bins")
     data_subparsers = data.add_subparsers(dest="data_command", required=True)
     _add_synth(data_subparsers)
+    _add_convert(data_subparsers)
     _add_check(data_subparsers)
+    _add_from_hf(data_subparsers)
     bins.register(data_subparsers)
 
 
@@ -92,3 +94,64 @@ def _check(args: argparse.Namespace) -> int:
     )
     print(report.format(max_problems=args.max_problems))
     return 0 if report.ok else 1
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("convert", help="convert a manifest between NeMo, SpeechBrain and HF formats")
+    parser.add_argument("source", metavar="IN")
+    parser.add_argument("target", metavar="OUT")
+    parser.add_argument(
+        "--format", choices=manifest.FORMATS, default=None, dest="fmt",
+        help="OUT's format (default: .json/.jsonl -> nemo, .csv -> speechbrain)",
+    )
+    parser.set_defaults(func=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from speechtune.data import convert
+
+    try:
+        written = convert.convert(args.source, args.target, args.fmt)
+    except (ValueError, OSError) as error:
+        print(f"speechtune data convert: {error}", file=sys.stderr)
+        return 2
+    print(f"{written}: {len(manifest.read(written))} utterances")
+    return 0
+
+
+def _add_from_hf(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from speechtune.data import normalize
+
+    parser = subparsers.add_parser(
+        "from-hf", help="export a local Hugging Face dataset to 16 kHz mono WAVs + train/valid/test manifests"
+    )
+    parser.add_argument("source", metavar="DATASET", help="a save_to_disk folder or a local load_dataset path")
+    parser.add_argument("--out-dir", required=True, help="manifests go to OUT_DIR[/CONFIG]/")
+    parser.add_argument("--config", default=None, help="dataset configuration (ATC0: base, part2, part3)")
+    parser.add_argument("--train-fraction", type=float, default=1.0, help="first fraction of train (0<f<=1)")
+    parser.add_argument("--validation-samples", type=int, default=0, help="cap validation rows (0: all)")
+    parser.add_argument("--audio-column", default=None)
+    parser.add_argument("--text-column", default=None)
+    parser.add_argument("--normalize", choices=sorted(normalize.NORMALIZERS), default="none", dest="normalization",
+                        help="normalise transcripts once at export (the ATC0 package uses atc)")
+    parser.add_argument("--lang", default=None, help="language of every row (source_lang, target_lang)")
+    parser.add_argument("--format", choices=manifest.FORMATS, default="nemo", dest="fmt")
+    parser.set_defaults(func=_from_hf)
+
+
+def _from_hf(args: argparse.Namespace) -> int:
+    from speechtune.data import from_hf
+
+    options = from_hf.Options(
+        config=args.config, train_fraction=args.train_fraction, validation_samples=args.validation_samples,
+        audio_column=args.audio_column, text_column=args.text_column, normalization=args.normalization,
+        language=args.lang, fmt=args.fmt,
+    )
+    try:
+        paths = from_hf.export(args.source, args.out_dir, options)
+    except ValueError as error:
+        print(f"speechtune data from-hf: {error}", file=sys.stderr)
+        return 2
+    for split, path in paths.items():
+        print(f"{split}: {path} ({len(manifest.read(path))} utterances)")
+    return 0
