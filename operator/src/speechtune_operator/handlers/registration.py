@@ -28,11 +28,14 @@ class Context:
     telemetry: telemetry_mod.Telemetry
 
 
-def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+def register_login(registry: kopf.OperatorRegistry) -> None:
+    """kopf's own connection uses the same credentials as the Kubernetes client."""
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.event(*FINETUNEJOBS, registry=registry)
     def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
         ctx.cache.observe(body, deleted=type == "DELETED")

@@ -1,0 +1,243 @@
+"""The operator's handlers end to end against kmock's in-memory Kubernetes API: the real
+kopf machinery (watches, handler progress, patches, events) and the real Kubernetes client,
+without a control plane. The real-apiserver tier is tests/operator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
+
+import kmock as km
+import kopf
+import kubernetes
+import prometheus_client
+import pytest
+import pytest_asyncio
+
+import ftj_crd
+from speechtune_operator import main, settings, telemetry
+from speechtune_operator.client import api
+from speechtune_operator.handlers import jobcache, registration
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+NS = "research"
+FTJ = "speechtune.dev/v1alpha1/finetunejobs"
+PJ = "kubeflow.org/v1/pytorchjobs"
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Harness:
+    server: km.KubernetesEmulator
+    clients: api.Clients
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # The Kubernetes client blocks; kmock serves from this event loop.
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def create_job(self, example: str = "speechbrain-atc0", **metadata: Any) -> dict[str, Any]:
+        body = ftj_crd.stored(example, namespace=NS)
+        # kmock keeps no resourceVersion; kopf's JSON-patches test it, so give one that stays.
+        body["metadata"].update(resourceVersion="1", **metadata)
+        await self.call(self.clients.custom.create_namespaced_custom_object,
+                        "speechtune.dev", "v1alpha1", NS, "finetunejobs", body)
+        return body
+
+    def objects(self, resource: str) -> list[dict[str, Any]]:
+        wanted = km.resource(resource)
+        return [obj.raw for key, obj in self.server.objects.items()
+                if key[0] == wanted and not obj.deleted]
+
+    def get(self, resource: str, name: str) -> dict[str, Any]:
+        return self.server.objects[resource, NS, name].raw
+
+    def events(self) -> list[dict[str, Any]]:
+        return [request.data for request in self.server["post"]
+                if request.resource is not None and request.resource.plural == "events"]
+
+
+async def eventually(check: Callable[[], T], *, timeout: float = 20) -> T:
+    """Poll until check() returns a truthy value or stops raising; generous on slow machines."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (KeyError, AssertionError, IndexError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s: {check}")
+        await asyncio.sleep(0.05)
+
+
+def declare_resources(server: km.KubernetesEmulator) -> None:
+    verbs = {"list", "watch", "get", "create", "patch", "update", "delete"}
+    server.resources[FTJ] = km.ResourceInfo(kind="FinetuneJob", namespaced=True, subresources={"status"}, verbs=verbs)
+    server.resources[PJ] = km.ResourceInfo(kind="PyTorchJob", namespaced=True, subresources={"status"}, verbs=verbs)
+    for plural, kind in (("pods", "Pod"), ("configmaps", "ConfigMap"), ("events", "Event")):
+        server.resources[f"v1/{plural}"] = km.ResourceInfo(kind=kind, namespaced=True, verbs=verbs)
+    # kopf watches these to notice resources and namespaces appearing at run time.
+    server.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = km.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs=verbs)
+    server.resources["v1/namespaces"] = km.ResourceInfo(kind="Namespace", namespaced=False, verbs=verbs)
+
+
+@pytest_asyncio.fixture
+async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
+    declare_resources(kmock)
+    url = str(kmock.url).rstrip("/")
+    client_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
+    clients = api.Clients(core=kubernetes.client.CoreV1Api(client_api),
+                          custom=kubernetes.client.CustomObjectsApi(client_api))
+    config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4)
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url)
+
+    registration.register(registry, registration.Context(
+        settings=config, clients=clients, cache=jobcache.JobCache(), telemetry=telemetry.Telemetry()))
+    # kopf owns its event loop (it cancels tasks it finds there on exit): give it a thread.
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(
+        registry=registry, settings=main.kopf_settings(config), standalone=True, clusterwide=True,
+        stop_flag=stop, ready_flag=ready)), daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
+    try:
+        yield Harness(server=kmock, clients=clients)
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+
+
+async def set_pj_conditions(h: Harness, name: str, *conditions: tuple[str, str]) -> None:
+    status = {"conditions": [{"type": t, "status": s, "reason": f"PyTorchJob{t}", "message": f"PyTorchJob {name} is {t}.",
+                              "lastTransitionTime": "2026-01-01T00:00:00Z"} for t, s in conditions],
+              "startTime": "2026-01-01T00:00:00Z"}
+    await h.call(h.clients.custom.patch_namespaced_custom_object_status, "kubeflow.org", "v1", NS, "pytorchjobs",
+                 name, {"status": status})
+
+
+async def test_creation_makes_one_owned_configmap_and_pytorchjob(operator: Harness) -> None:
+    body = await operator.create_job(uid="uid-1")
+    [pj] = await eventually(lambda: operator.objects(PJ))
+    [cm] = await eventually(lambda: operator.objects("v1/configmaps"))
+    for child in (pj, cm):
+        [owner] = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == \
+            ("FinetuneJob", body["metadata"]["name"], "uid-1", True)
+    assert pj["metadata"]["name"] == "sb-conformer-atc0-lora"
+    assert cm["metadata"]["name"] == "sb-conformer-atc0-lora-job"
+    status = await eventually(lambda: operator.get(FTJ, "sb-conformer-atc0-lora")["status"]["observedGeneration"])
+    assert status == 1
+    assert any(e.get("reason") == "PyTorchJobCreated" for e in await eventually(operator.events))
+
+
+async def test_an_existing_child_is_adopted_not_duplicated(operator: Harness) -> None:
+    # As if an earlier operator process died after creating the PyTorchJob: the retry finds it.
+    from speechtune_operator.builders import pytorchjob
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS, uid="uid-2")
+    existing = pytorchjob.build_pytorchjob(body, settings.Settings())
+    kopf.adopt(existing, owner=kopf.Body(body))
+    await operator.call(operator.clients.custom.create_namespaced_custom_object, "kubeflow.org", "v1", NS,
+                        "pytorchjobs", existing)
+    await operator.create_job(uid="uid-2")
+    await eventually(lambda: operator.get(FTJ, body["metadata"]["name"])["status"]["observedGeneration"])
+    # The operator did try to create it (and met 409); kmock's watch even replays the
+    # creation, so the handler may run twice: still exactly one PyTorchJob.
+    posts = [r for r in operator.server["post"] if r.resource is not None and r.resource.plural == "pytorchjobs"]
+    assert len(posts) >= 2
+    [pj] = operator.objects(PJ)
+    assert pj["spec"] == existing["spec"]
+
+
+async def test_pytorchjob_conditions_drive_phase_and_events(operator: Harness) -> None:
+    await operator.create_job(uid="uid-3")
+    name = "sb-conformer-atc0-lora"
+    await eventually(lambda: operator.objects(PJ))
+    await set_pj_conditions(operator, name, ("Created", "True"), ("Running", "True"))
+    status = await eventually(lambda: operator.get(FTJ, name)["status"].get("phase") == "Running" and
+                              operator.get(FTJ, name)["status"])
+    assert status["startTime"] == "2026-01-01T00:00:00Z"
+    assert [c["type"] for c in status["conditions"]] == ["Created", "Running"]
+    await set_pj_conditions(operator, name, ("Created", "True"), ("Running", "False"), ("Succeeded", "True"))
+    await eventually(lambda: operator.get(FTJ, name)["status"]["phase"] == "Succeeded")
+    reasons = lambda: [e["reason"] for e in operator.events()]  # noqa: E731
+    await eventually(lambda: "TrainingSucceeded" in reasons())
+    assert reasons().index("TrainingRunning") < reasons().index("TrainingSucceeded")
+
+
+async def test_failure_carries_the_pods_reason(operator: Harness) -> None:
+    await operator.create_job(uid="uid-4")
+    name = "sb-conformer-atc0-lora"
+    await eventually(lambda: operator.objects(PJ))
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": f"{name}-master-0", "namespace": NS, "labels": {
+               "training.kubeflow.org/job-name": name, "training.kubeflow.org/replica-type": "master"}},
+           "spec": {"containers": [{"name": "pytorch", "image": "x"}]},
+           "status": {"phase": "Failed", "containerStatuses": [{"name": "pytorch", "image": "x", "imageID": "", "ready": False,
+                                                         "restartCount": 0, "state": {"terminated": {
+               "exitCode": 1, "reason": "Error", "message": "manifest atc0/base/train.csv: no such file"}}}]}}
+    await operator.call(operator.clients.core.create_namespaced_pod, NS, pod)
+    await set_pj_conditions(operator, name, ("Created", "True"), ("Failed", "True"))
+    status = await eventually(lambda: operator.get(FTJ, name)["status"].get("phase") == "Failed" and
+                              operator.get(FTJ, name)["status"])
+    assert "pod sb-conformer-atc0-lora-master-0 failed: Error (exit code 1)" in status["message"]
+    assert "no such file" in status["message"]
+    failed = await eventually(lambda: [e for e in operator.events() if e.get("reason") == "TrainingFailed"])
+    assert failed[0]["type"] == "Warning" and "exit code 1" in failed[0]["message"]
+
+
+async def test_suspend_and_resume_reach_the_pytorchjob(operator: Harness) -> None:
+    await operator.create_job(uid="uid-5")
+    name = "sb-conformer-atc0-lora"
+    await eventually(lambda: operator.get(FTJ, name).get("status", {}).get("pytorchJob"))
+    for suspend in (True, False):
+        await operator.call(operator.clients.custom.patch_namespaced_custom_object, "speechtune.dev", "v1alpha1",
+                            NS, "finetunejobs", name, {"spec": {"runPolicy": {"suspend": suspend}}})
+        await eventually(lambda: operator.get(PJ, name)["spec"]["runPolicy"]["suspend"] is suspend)
+
+
+async def test_a_finished_job_is_not_recreated(operator: Harness) -> None:
+    # Succeeded before the operator (re)started and its PyTorchJob was deleted by its TTL.
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS, uid="uid-6")
+    body["status"] = {"phase": "Succeeded", "pytorchJob": body["metadata"]["name"]}
+    body["metadata"]["resourceVersion"] = "1"
+    await operator.call(operator.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1",
+                        NS, "finetunejobs", body)
+    await eventually(lambda: "speechtune.dev/last-handled-configuration" in
+                     operator.get(FTJ, body["metadata"]["name"])["metadata"].get("annotations", {}))
+    assert operator.objects(PJ) == []
+
+
+@contextlib.contextmanager
+def trainer_endpoint(job: str) -> Iterator[str]:
+    registry = prometheus_client.CollectorRegistry()
+    labels = {"finetunejob": job, "namespace": NS, "engine": "speechbrain-ctc"}
+    for name, value in (("speechtune_step", 40), ("speechtune_max_steps", 200), ("speechtune_val_wer_ratio", 0.25)):
+        prometheus_client.Gauge(name, name, list(labels), registry=registry).labels(**labels).set(value)
+    server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+async def test_running_job_progress_is_scraped(operator: Harness) -> None:
+    name = "sb-conformer-atc0-lora"
+    with trainer_endpoint(name) as url:
+        await operator.create_job(uid="uid-7", annotations={"speechtune.dev/metrics-url": url})
+        await eventually(lambda: operator.objects(PJ))
+        await set_pj_conditions(operator, name, ("Created", "True"), ("Running", "True"))
+        status = await eventually(lambda: "progress" in operator.get(FTJ, name).get("status", {}) and
+                                  operator.get(FTJ, name)["status"])
+    assert status["progress"] == {"step": 40, "maxSteps": 200, "summary": "20% (40/200)"}
+    assert status["metrics"] == {"wer": 0.25}
