@@ -18,6 +18,7 @@ ENGINES: dict[str, str] = {
 # "module:function" taking the spec mapping, returning human-readable notes and raising
 # ValueError (with the spec field path in the message) when the job cannot run.
 SPEC_CHECKS: dict[str, str] = {
+    "speechbrain-ctc": "speechtune.engines.speechbrain_ctc.settings:check_spec",
     "hf-ctc": "speechtune.engines.hf_memory:check_spec",
 }
 

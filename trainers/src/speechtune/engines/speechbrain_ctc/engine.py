@@ -1,0 +1,426 @@
+"""SpeechBrainCTCEngine: prepare -> train -> evaluate -> export for speechbrain-ctc.
+
+The training loop is a plain PyTorch loop over SpeechBrain modules (features, Conformer,
+CTC loss, decoders, Checkpointer) rather than `sb.Brain`, because the runtime owns what
+Brain would otherwise do (logging, stop signals, metrics, scoring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from speechbrain.nnet import losses
+from speechbrain.utils import checkpoints, metric_stats
+
+from speechtune.data import manifest, normalize
+from speechtune.engines import base
+from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, settings
+from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
+
+HPARAMS_FILE = "hyperparams.json"
+MODEL_FILE = "model.ckpt"
+NORMALIZER_FILE = "normalizer.ckpt"
+EVAL_BATCH_SECONDS = 120.0
+
+
+@checkpoints.register_checkpoint_hooks
+class Progress:
+    """Where training stands: saved in every checkpoint, so a restart continues at the
+    same optimizer step and the same batch of the same epoch."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0  # batches of `epoch` already consumed
+
+    @checkpoints.mark_as_saver
+    def _save(self, path: Path) -> None:
+        path.write_text(json.dumps(vars(self)))
+
+    @checkpoints.mark_as_loader
+    def _load(self, path: Path, end_of_epoch: bool = False) -> None:
+        vars(self).update(json.loads(Path(path).read_text()))
+
+
+@dataclasses.dataclass
+class _Window:
+    """Running means for the log window (reported in TrainResult)."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+    padding_sum: float = 0.0
+    batches: int = 0
+
+
+class SpeechBrainCTCEngine:
+    def prepare(self, ctx: base.RunContext) -> None:
+        spec = ctx.spec
+        self.model_settings, self.train_settings = settings.from_spec(spec)
+        self.training = dict(spec.get("training") or {})
+        torch.manual_seed(int(self.training.get("seed", 1234)))
+        self.device = torch.device(ctx.device)
+        self.normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
+        self.train_utts = [u for u in manifest.read(ctx.data.train) if self.normalizer(u.text).strip()]
+        self.valid_utts = manifest.read(ctx.data.validation)
+        init_dir = self._init_dir(ctx)
+        if init_dir is not None:
+            self.model_settings = _saved_model_settings(init_dir, self.model_settings)
+        self.tokenizer = self._tokenizer(ctx, init_dir)
+        self.net = model.ConformerCTC(self.model_settings, vocab_size=len(self.tokenizer.vocab))
+        self.net.set_spec_augment(self.train_settings)
+        self.features = audio.FeatureCache(self.net.fbank)
+        if init_dir is not None:
+            _load_weights(self.net, init_dir, (spec.get("model") or {}).get("init") or {})
+            ctx.reporter.log(f"initialised from {init_dir}")
+        peft = self.training.get("peft") or {}
+        if peft.get("method", "none") == "lora":
+            trainable = model.add_lora(
+                self.net, rank=int(peft.get("r", 16)), alpha=float(peft.get("alpha", 32)),
+                dropout=float(peft.get("dropout", 0.0)), targets=list(peft.get("targetModules") or []) or None)
+            ctx.reporter.log(f"LoRA r={peft.get('r')} on the encoder: {trainable} trainable parameters")
+        self.net.to(self.device)
+        self.precision = _autocast_dtype(str(self.training.get("precision", "fp32")), self.device, ctx)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.net.parameters() if p.requires_grad],
+            lr=float(self.training.get("learningRate", 1e-4)), weight_decay=self.train_settings.weight_decay)
+        self.scaler = torch.amp.GradScaler(enabled=self.precision == torch.float16)
+        self.progress = Progress()
+        self.durations = [u.duration for u in self.train_utts]
+        self.max_steps = self._max_steps(ctx)
+        ctx.reporter.set_max_steps(self.max_steps)
+        self.decoder = decoding.Decoder(self.tokenizer, beam_size=self.train_settings.beam_size)
+        recoverables: dict[str, Any] = {"model": self.net, "normalizer": self.net.normalize,
+                                        "optimizer": self.optimizer, "progress": self.progress}
+        if self.scaler.is_enabled():
+            recoverables["scaler"] = self.scaler
+        self.checkpointer = checkpoints.Checkpointer(ctx.checkpoint_dir, recoverables=recoverables)
+        self._write_model_files(ctx.checkpoint_dir)
+        if ctx.resume and self.checkpointer.find_checkpoint() is not None:
+            checkpoint = self.checkpointer.recover_if_possible()  # the newest one
+            ctx.reporter.log(f"resumed from {checkpoint.path} at step {self.progress.step}")
+        if self.net.normalize.count == 0:
+            self._init_cmvn()
+        self.ddp: torch.nn.Module = self.net
+        if ctx.world_size > 1:
+            self.ddp = _distributed(self.net, self.device)
+        n_params = sum(p.numel() for p in self.net.parameters())
+        ctx.reporter.log(
+            f"speechbrain-ctc: {n_params / 1e6:.2f}M parameters, vocab {len(self.tokenizer.vocab)} "
+            f"({self.tokenizer.kind}), {len(self.train_utts)} training utterances "
+            f"({sum(self.durations) / 3600:.2f} h), {self.max_steps} steps, device {self.device}")
+
+    # -- preparation helpers -------------------------------------------------------------
+
+    def _init_dir(self, ctx: base.RunContext) -> Path | None:
+        model_spec = ctx.spec.get("model") or {}
+        if model_spec.get("pretrained"):
+            raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder "
+                             "(spec.model.path), not a hub name")
+        if not model_spec.get("path"):
+            return None
+        path = Path(model_spec["path"])
+        if not path.is_absolute():
+            if ctx.model_dir is None:
+                raise ValueError("spec.model.path: relative path but no model volume is mounted")
+            path = ctx.model_dir / path
+        return _checkpoint_folder(path)
+
+    def _tokenizer(self, ctx: base.RunContext, init_dir: Path | None) -> tokenizers.Tokenizer:
+        for folder in (init_dir, init_dir.parent if init_dir else None):
+            if folder is not None and (folder / "tokenizer.json").exists():
+                return tokenizers.load(folder)
+        texts = [self.normalizer(u.text) for u in self.train_utts]
+        if self.model_settings.tokenizer == "char":
+            return tokenizers.CharTokenizer.from_texts(texts)
+        if self.model_settings.spm_model:
+            spm = Path(self.model_settings.spm_model)
+            if not spm.is_absolute() and ctx.model_dir is not None:
+                spm = ctx.model_dir / spm
+            return tokenizers.SentencePieceTokenizer(spm)
+        return tokenizers.SentencePieceTokenizer.train(
+            texts, ctx.run_dir / "tokenizer", self.model_settings.spm_vocab_size)
+
+    def _init_cmvn(self, max_utterances: int = 400) -> None:
+        """Global CMVN statistics from the training audio before the first step, so even
+        the untrained model (the demo's "before" row) sees normalised features."""
+        utts = self.train_utts[:max_utterances]
+        batches = batching.length_batches([u.duration for u in utts], batch_seconds=EVAL_BATCH_SECONDS,
+                                          seed=0, epoch=0, max_batch_size=32, shuffle=False)
+        self.net.normalize.train()
+        with torch.no_grad():
+            for indices in batches:
+                batch = self._collate([utts[i] for i in indices])
+                self.net.normalize(batch.feats.to(self.device), batch.lens.to(self.device))
+
+    def _max_steps(self, ctx: base.RunContext) -> int:
+        """ctx.max_steps (spec or --max-steps) capped by spec.training.epochs."""
+        accumulation = int(self.training.get("gradAccumulation", 1))
+        steps_per_epoch = max(1, len(self._epoch_batches(0, ctx)) // accumulation)
+        limits = [ctx.max_steps] if ctx.max_steps is not None else []
+        if self.training.get("epochs"):
+            limits.append(int(self.training["epochs"]) * steps_per_epoch)
+        if not limits:
+            raise ValueError("spec.training: set maxSteps or epochs")
+        return min(limits)  # 0: evaluation only (speechtune eval)
+
+    def _write_model_files(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / HPARAMS_FILE).write_text(json.dumps(dataclasses.asdict(self.model_settings), indent=2))
+        self.tokenizer.save(folder)
+
+    def _epoch_batches(self, epoch: int, ctx: base.RunContext) -> list[batching.Batch]:
+        batch_size = self.training.get("batchSize")
+        batch_seconds = float(self.training.get("batchDuration") or 0.0) or math.inf
+        if batch_seconds == math.inf and not batch_size:
+            batch_size = 8
+        batches = batching.length_batches(
+            self.durations, batch_seconds=batch_seconds, seed=int(self.training.get("seed", 1234)),
+            epoch=epoch, max_batch_size=int(batch_size) if batch_size else None)
+        return batching.shard(batches, rank=ctx.rank, world_size=ctx.world_size)
+
+    # -- training ------------------------------------------------------------------------
+
+    def train(self, ctx: base.RunContext) -> base.TrainResult:
+        accumulation = int(self.training.get("gradAccumulation", 1))
+        val_interval = int(self.training.get("valCheckInterval") or max(1, self.max_steps // 5))
+        clip = float(self.training.get("gradientClipVal") or 0.0)
+        window = _Window()
+        last_loss: float | None = None
+        val_loss: float | None = None
+        stopped = False
+        self.net.train()
+        while self.progress.step < self.max_steps and not stopped:
+            batches = self._epoch_batches(self.progress.epoch, ctx)
+            for start in range(self.progress.batch_in_epoch, len(batches), accumulation):
+                group = batches[start : start + accumulation]
+                began = time.perf_counter()
+                loss, audio_seconds, padding, samples = self._accumulate(group)
+                step = self.progress.step + 1
+                self._set_learning_rate(step)
+                if loss is not None and math.isfinite(loss) and step > (self.train_settings.nan_after_step or math.inf):
+                    loss = math.nan  # test hook: what a diverged run looks like to the runtime
+                # Raises NonFiniteLoss before the optimizer applies a poisoned update.
+                ctx.reporter.train_step(
+                    step=step, loss=loss, learning_rate=self.optimizer.param_groups[0]["lr"],
+                    epoch=self.progress.epoch + (start + len(group)) / max(1, len(batches)),
+                    audio_seconds=audio_seconds * ctx.world_size, samples=samples * ctx.world_size,
+                    padding_ratio=padding, step_seconds=time.perf_counter() - began)
+                self._optimizer_step(clip)
+                self.progress.step = step
+                self.progress.batch_in_epoch = start + len(group)
+                window.loss_sum += loss
+                window.steps += 1
+                last_loss = window.loss_sum / window.steps
+                if window.steps >= 20:
+                    window = _Window()
+                if step % val_interval == 0 or step >= self.max_steps:
+                    val_loss = self._validate(ctx, step)
+                if ctx.stop.is_set():
+                    self._save(ctx, meta={"wer": math.inf})
+                    ctx.reporter.log(f"stop requested: checkpoint saved at step {step}")
+                    stopped = True
+                    break
+                if step >= self.max_steps:
+                    break
+            else:
+                self.progress.epoch += 1
+                self.progress.batch_in_epoch = 0
+        best = self.checkpointer.find_checkpoint(min_key="wer")
+        return base.TrainResult(
+            steps=self.progress.step, epochs=self.progress.epoch + self.progress.batch_in_epoch / max(
+                1, len(self._epoch_batches(self.progress.epoch, ctx))),
+            train_loss=last_loss, val_loss=val_loss, best_checkpoint=best.path if best else None,
+            stopped_early=stopped, extra=self._facts())
+
+    def _accumulate(self, group: Sequence[batching.Batch]) -> tuple[float, float, float, int]:
+        """Forward/backward over the micro-batches of one optimizer step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = audio_seconds = padding = 0.0
+        samples = 0
+        for indices in group:
+            batch = self._collate([self.train_utts[i] for i in indices])
+            loss = self._loss(batch, epoch=self.progress.epoch) / len(group)
+            self.scaler.scale(loss).backward()
+            total_loss += float(loss.detach())
+            audio_seconds += batch.audio_seconds
+            padding += batch.padding_ratio / len(group)
+            samples += len(indices)
+        return total_loss, audio_seconds, padding, samples
+
+    def _loss(self, batch: audio.Batch, *, epoch: int) -> torch.Tensor:
+        lens = batch.lens.to(self.device)
+        feats = self.net.features(batch.feats.to(self.device), lens, epoch=epoch)
+        with torch.autocast(device_type=self.device.type, dtype=self.precision or torch.float32,
+                            enabled=self.precision is not None):
+            log_probs = self.ddp(feats, lens)
+        return losses.ctc_loss(log_probs, batch.tokens.to(self.device), lens,
+                               batch.token_lens.to(self.device), blank_index=0)
+
+    def _optimizer_step(self, clip: float) -> None:
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def _set_learning_rate(self, step: int) -> None:
+        peak = float(self.training.get("learningRate", 1e-4))
+        warmup = int(self.training.get("warmupSteps", 0))
+        lr = learning_rate(step, peak=peak, warmup=warmup, total=self.max_steps,
+                           schedule=self.train_settings.lr_schedule, floor=self.train_settings.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _collate(self, utts: Sequence[manifest.Utterance]) -> audio.Batch:
+        return audio.collate(utts, [self.tokenizer.encode(self.normalizer(u.text)) for u in utts], self.features)
+
+    def _validate(self, ctx: base.RunContext, step: int) -> float | None:
+        """Validation loss and WER/CER (SpeechBrain's ErrorRateStats); then a checkpoint."""
+        limit = self.training.get("limitValBatches")
+        wer_stats = metric_stats.ErrorRateStats()
+        cer_stats = metric_stats.ErrorRateStats(split_tokens=True)
+        loss_sum, batches = 0.0, 0
+        for batch, log_probs, lens in self._decode_batches(self.valid_utts, limit=limit):
+            loss = losses.ctc_loss(log_probs, batch.tokens.to(self.device), lens,
+                                   batch.token_lens.to(self.device), blank_index=0)
+            loss_sum += float(loss)
+            batches += 1
+            hyps = self.decoder(log_probs, lens)
+            refs = [self.normalizer(t) for t in batch.texts]
+            hyps = [self.normalizer(h) for h in hyps]
+            wer_stats.append(batch.ids, [h.split() for h in hyps], [r.split() for r in refs])
+            cer_stats.append(batch.ids, [list(h) for h in hyps], [list(r) for r in refs])
+        self.net.train()
+        val_loss = loss_sum / max(1, batches)
+        wer = wer_stats.summarize("error_rate") / 100.0  # ErrorRateStats reports percent
+        cer = cer_stats.summarize("error_rate") / 100.0
+        ctx.reporter.validation(step=step, val_loss=val_loss, wer=wer, cer=cer)
+        self._save(ctx, meta={"wer": wer, "val_loss": val_loss})
+        return val_loss
+
+    def _save(self, ctx: base.RunContext, *, meta: Mapping[str, float]) -> None:
+        if ctx.rank != 0:
+            return
+        keep = int((ctx.spec.get("output") or {}).get("saveTopK", 5))
+        self.checkpointer.save_and_keep_only(
+            meta={"step": self.progress.step, **meta}, name=f"step{self.progress.step:08d}",
+            num_to_keep=keep, min_keys=["wer"], keep_recent=True, end_of_epoch=False)
+
+    def _decode_batches(self, utts: Sequence[manifest.Utterance], *, limit: int | None = None
+                        ) -> Iterator[tuple[audio.Batch, torch.Tensor, torch.Tensor]]:
+        self.net.eval()
+        durations = [u.duration for u in utts]
+        batches = batching.length_batches(durations, batch_seconds=EVAL_BATCH_SECONDS, seed=0, epoch=0,
+                                          max_batch_size=32, shuffle=False)
+        with torch.no_grad():
+            for indices in batches[:limit] if limit else batches:
+                batch = self._collate([utts[i] for i in indices])
+                lens = batch.lens.to(self.device)
+                feats = self.net.features(batch.feats.to(self.device), lens, epoch=self.progress.epoch)
+                with torch.autocast(device_type=self.device.type, dtype=self.precision or torch.float32,
+                                    enabled=self.precision is not None):
+                    log_probs = self.net(feats, lens)
+                yield batch, log_probs, lens
+
+    def _facts(self) -> dict[str, Any]:
+        return {
+            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "trainable_parameters": sum(p.numel() for p in self.net.parameters() if p.requires_grad),
+            "tokenizer": self.tokenizer.kind, "vocab_size": len(self.tokenizer.vocab),
+            "model": dataclasses.asdict(self.model_settings),
+            "train": dataclasses.asdict(self.train_settings),
+            "precision": str(self.precision).removeprefix("torch.") if self.precision else "float32",
+        }
+
+    # -- evaluation and export -----------------------------------------------------------
+
+    def evaluate(self, ctx: base.RunContext, manifest_path: Path) -> Sequence[base.Hypothesis]:
+        utts = manifest.read(manifest_path)
+        results: list[base.Hypothesis] = []
+        for batch, log_probs, lens in self._decode_batches(utts):
+            for utt_id, text, lang, hyp in zip(batch.ids, batch.texts, batch.languages,
+                                               self.decoder(log_probs, lens)):
+                results.append(base.Hypothesis(utt_id=utt_id, reference=text, hypothesis=hyp, language=lang))
+        by_id = {u.id: u.duration for u in utts}
+        return [dataclasses.replace(h, duration=by_id.get(h.utt_id)) for h in results]
+
+    def export(self, ctx: base.RunContext) -> Path:
+        """`<run>/model/`: weights, CMVN statistics, tokenizer and architecture; a folder
+        `spec.model.path` (and `speechtune eval --checkpoint`) can start from."""
+        folder = ctx.run_dir / "model"
+        self._write_model_files(folder)
+        torch.save(self.net.state_dict(), folder / MODEL_FILE)
+        self.net.normalize._save(folder / NORMALIZER_FILE)
+        return folder
+
+
+def learning_rate(step: int, *, peak: float, warmup: int, total: int, schedule: str, floor: float) -> float:
+    """Linear warm-up to `peak`, then cosine or linear decay to `floor * peak` at `total`."""
+    if warmup and step <= warmup:
+        return peak * step / warmup
+    if schedule == "constant" or total <= warmup:
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return peak * (floor + (1 - floor) * shape)
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """An exported model folder, a `CKPT+...` folder, or a checkpoints/ folder (its best)."""
+    if (path / MODEL_FILE).exists():
+        return path
+    candidates = sorted(path.glob("CKPT+*/" + MODEL_FILE))
+    if candidates:
+        return candidates[-1].parent
+    raise ValueError(f"spec.model.path: {path} holds no {MODEL_FILE} (want a speechtune/SpeechBrain "
+                     "checkpoint folder)")
+
+
+def _saved_model_settings(folder: Path, requested: settings.ModelSettings) -> settings.ModelSettings:
+    for candidate in (folder / HPARAMS_FILE, folder.parent / HPARAMS_FILE):
+        if candidate.exists():
+            return settings.ModelSettings(**json.loads(candidate.read_text()))
+    return requested  # a bare SpeechBrain checkpoint: the architecture comes from overrides
+
+
+def _load_weights(net: model.ConformerCTC, folder: Path, init: Mapping[str, Any]) -> None:
+    """Loads the parameters selected by spec.model.init (name prefixes); a CTC head of
+    another vocabulary size is skipped, so a new tokenizer gets a fresh head."""
+    saved = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    include, exclude = tuple(init.get("include") or ()), tuple(init.get("exclude") or ())
+    own = net.state_dict()
+    selected = {
+        name: value for name, value in saved.items()
+        if (not include or name.startswith(include)) and not (exclude and name.startswith(exclude))
+        and name in own and own[name].shape == value.shape
+    }
+    net.load_state_dict(selected, strict=False)
+    if (folder / NORMALIZER_FILE).exists():
+        net.normalize._load(folder / NORMALIZER_FILE)
+
+
+def _autocast_dtype(precision: str, device: torch.device, ctx: base.RunContext) -> torch.dtype | None:
+    """fp32 on CPU (SpeechBrain refuses fp16 there); bf16/fp16 autocast on GPU."""
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        ctx.reporter.log(f"spec.training.precision {precision} needs a GPU; training in fp32 on {device}")
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP over the torchrun process group (one process per GPU)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+    return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)

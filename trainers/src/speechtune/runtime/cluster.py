@@ -1,0 +1,54 @@
+"""`speechtune status|watch NAME`: read a FinetuneJob's status from the cluster."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+GROUP, VERSION, PLURAL = "speechtune.dev", "v1alpha1", "finetunejobs"
+DONE_PHASES = ("Succeeded", "Failed")
+
+
+def get_job(name: str, *, namespace: str, kubeconfig: str | None = None) -> Mapping[str, Any]:
+    from kubernetes import client, config  # only the cluster commands need it
+
+    config.load_kube_config(config_file=kubeconfig)
+    api = client.CustomObjectsApi()
+    return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+
+
+def format_status(job: Mapping[str, Any]) -> str:
+    """One line: name, engine, phase, progress, WER, message."""
+    status = job.get("status") or {}
+    progress = status.get("progress") or {}
+    metrics = status.get("metrics") or {}
+    parts = [job["metadata"]["name"], str((job.get("spec") or {}).get("engine", "?")),
+             str(status.get("phase", "Pending"))]
+    if progress.get("step") is not None:
+        parts.append(f"step {progress['step']}/{progress.get('maxSteps', '?')}")
+    if progress.get("etaSeconds") is not None:
+        parts.append(f"ETA {int(progress['etaSeconds'])}s")
+    for key in ("trainLoss", "wer"):
+        if metrics.get(key) is not None:
+            parts.append(f"{key} {metrics[key]:.4f}")
+    if status.get("message"):
+        parts.append(f"- {status['message']}")
+    return "  ".join(parts)
+
+
+def watch(fetch: Callable[[], Mapping[str, Any]], *, show: Callable[[str], None], interval: float = 5.0,
+          timeout: float | None = None) -> Mapping[str, Any]:
+    """Shows each change of the status line until the job succeeds or fails."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = None
+    while True:
+        job = fetch()
+        line = format_status(job)
+        if line != last:
+            show(line)
+            last = line
+        if (job.get("status") or {}).get("phase") in DONE_PHASES:
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            return job
+        time.sleep(interval)

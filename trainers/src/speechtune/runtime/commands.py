@@ -1,0 +1,184 @@
+"""`speechtune run|train|validate|eval|status|watch|sweep|demo`: argument parsing only;
+each command calls one function of the runtime."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from speechtune import spec as specs
+
+Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def register(subparsers: Subparsers) -> None:
+    run = subparsers.add_parser("run", help="run a FinetuneJob locally (claims -> folders)")
+    run.add_argument("job", type=Path, help="FinetuneJob YAML")
+    run.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR",
+                     help="local folder for a PersistentVolumeClaim of the job (repeat per claim)")
+    _training_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    train = subparsers.add_parser("train", help="pod entrypoint: volumes at /data, /output, /models")
+    train.add_argument("--job", type=Path, required=True, help="the mounted FinetuneJob (/etc/speechtune/job.yaml)")
+    _training_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    validate = subparsers.add_parser("validate", help="check FinetuneJob files against the CRD and the engine")
+    validate.add_argument("jobs", type=Path, nargs="+")
+    validate.set_defaults(func=cmd_validate)
+
+    evaluate = subparsers.add_parser("eval", help="decode a manifest with a trained model; WER/CER per language")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="run folder or its model/ export")
+    evaluate.add_argument("manifest", type=Path)
+    evaluate.add_argument("--output", type=Path, help="decode.jsonl path (default: next to the model)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(func=cmd_eval)
+
+    for name, func, text in (("status", cmd_status, "show a FinetuneJob's status"),
+                             ("watch", cmd_watch, "follow a FinetuneJob until it finishes")):
+        command = subparsers.add_parser(name, help=text)
+        command.add_argument("name")
+        command.add_argument("-n", "--namespace", default="default")
+        command.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+        command.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
+        command.set_defaults(func=func)
+
+    sweep = subparsers.add_parser("sweep", help="run a job over a grid of training settings")
+    sweep.add_argument("job", type=Path)
+    sweep.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR")
+    sweep.add_argument("--set", action="append", default=[], dest="grid", metavar="KEY=V1,V2",
+                       help="spec.training key (dots for nesting, e.g. peft.r or overrides.d_model) and values")
+    sweep.add_argument("--csv", default="sweep_runs/sweep_master.csv",
+                       help="sweep CSV on the output volume when the job sets no output.sweepCsv")
+    sweep.add_argument("--stage", default="coarse", help="run_stage column")
+    _training_flags(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    demo = subparsers.add_parser("demo", help="synthesise ATC speech, fine-tune examples/demo.yaml, compare WER")
+    demo.add_argument("--workdir", type=Path, default=Path(".demo"))
+    demo.add_argument("--utterances", type=int, default=400)
+    demo.add_argument("--job", type=Path, default=None, help="default: examples/demo.yaml (packaged copy)")
+    demo.add_argument("--max-steps", type=int, default=None)
+    demo.set_defaults(func=cmd_demo)
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-steps", type=int, default=None, help="override spec.training.maxSteps")
+    parser.add_argument("--run-id", default=None, help="run folder name (default: $SPEECHTUNE_RUN_ID or a timestamp)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="Prometheus port (default: $SPEECHTUNE_METRICS_PORT or 9400; 0 picks a free one)")
+
+
+def _fail(message: str) -> int:
+    print(f"speechtune: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from speechtune.runtime import launcher, session, volumes
+
+    try:
+        job = specs.load(args.job)
+        mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
+    except ValueError as error:
+        return _fail(str(error))
+    gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
+    if launcher.needs_torchrun(gpus):
+        launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
+    return _run_session(job, mounts, args)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from speechtune.runtime import launcher, volumes
+
+    try:
+        job = specs.load(args.job)
+    except ValueError as error:
+        return _fail(str(error))
+    gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
+    if launcher.needs_torchrun(gpus):
+        launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
+    return _run_session(job, volumes.pod_mounts(job.spec), args)
+
+
+def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace) -> int:
+    from speechtune.runtime import session
+
+    options = session.Options(max_steps=args.max_steps, run_id=args.run_id, metrics_port=args.metrics_port)
+    try:
+        outcome = session.run(job, mounts, options)  # type: ignore[arg-type]
+    except ValueError as error:  # bad spec for the engine, bad data (preflight), bad volumes
+        return _fail(str(error))
+    if outcome.reason:
+        print(f"speechtune: {outcome.status}: {outcome.reason}", file=sys.stderr)
+    print(outcome.run_folder)
+    return outcome.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from speechtune.runtime import session
+
+    failed = 0
+    for path in args.jobs:
+        try:
+            job = specs.load(path)
+            notes = session.engine_notes(job.spec)
+        except ValueError as error:
+            print(f"{error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: ok ({job.spec['engine']}, {job.name})")
+        for note in notes:
+            print(f"  {note}")
+    return 1 if failed else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from speechtune.runtime import evaluation
+
+    try:
+        result = evaluation.evaluate(args.checkpoint, args.manifest, output=args.output, device=args.device)
+    except ValueError as error:
+        return _fail(str(error))
+    print(evaluation.format_scores(result.scores))
+    print(f"hypotheses: {result.decode_jsonl}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from speechtune.runtime import cluster
+
+    print(cluster.format_status(cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig)))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from speechtune.runtime import cluster
+
+    job = cluster.watch(
+        lambda: cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig),
+        show=print, interval=args.interval)
+    return 0 if (job.get("status") or {}).get("phase") == "Succeeded" else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from speechtune.runtime import sweeps, volumes
+
+    try:
+        job = specs.load(args.job)
+        mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
+        grid = sweeps.parse_grid(args.grid)
+    except ValueError as error:
+        return _fail(str(error))
+    return sweeps.run_grid(job, mounts, grid, csv=args.csv, stage=args.stage, max_steps=args.max_steps,
+                           metrics_port=args.metrics_port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from speechtune.runtime import demo
+
+    return demo.main(workdir=args.workdir, utterances=args.utterances, job_file=args.job,
+                     max_steps=args.max_steps)

@@ -1,0 +1,79 @@
+"""`speechtune eval --checkpoint DIR MANIFEST`: decode a manifest with a trained model and
+score it, through the same Engine contract (prepare with spec.model.path = the model,
+no training steps), so it works for every engine that can start from its own export."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+from speechtune import engines, spec as specs
+from speechtune.data import normalize
+from speechtune.engines import base
+from speechtune.runtime import console as consoles
+from speechtune.runtime import reporter as reporters
+from speechtune.runtime import scoring
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    scores: dict[str, scoring.Score]
+    decode_jsonl: Path
+
+
+def find_run(checkpoint: Path) -> tuple[Path, Path]:
+    """(run folder holding job.yaml, model folder): DIR may be the run folder, its
+    `model/` export, or a folder below the run (a checkpoint)."""
+    checkpoint = checkpoint.absolute()
+    for folder in (checkpoint, *checkpoint.parents):
+        if (folder / "job.yaml").exists():
+            model = checkpoint if checkpoint != folder else folder / "model"
+            if not model.exists():
+                raise ValueError(f"--checkpoint {checkpoint}: the run has no exported model/ folder "
+                                 "(it did not finish); pass a checkpoint folder instead")
+            return folder, model
+    raise ValueError(f"--checkpoint {checkpoint}: no job.yaml here or above (want a run folder)")
+
+
+def eval_spec(job: specs.Job, model: Path) -> dict[str, Any]:
+    spec = copy.deepcopy(dict(job.spec))
+    spec["model"] = {"path": str(model)}
+    return spec
+
+
+def evaluate(checkpoint: Path, manifest: Path, *, output: Path | None = None,
+             device: str = "cpu", console: consoles.Console | None = None) -> EvalResult:
+    run_folder, model = find_run(checkpoint)
+    job = specs.load(run_folder / "job.yaml")
+    spec = eval_spec(job, model)
+    manifest = manifest.absolute()
+    if not manifest.exists():
+        raise ValueError(f"{manifest}: no such manifest")
+    reporter = reporters.RunReporter(metrics=None, log_file=None, console=console or consoles.Console())
+    # Every data path points at the manifest to decode: nothing else is read; max_steps=0
+    # tells the engine no training follows.
+    data = base.DataPaths(root=manifest.parent, train=manifest, validation=manifest, test=manifest)
+    scratch = run_folder / "eval"
+    ctx = base.RunContext(
+        name=job.name, namespace=job.namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
+        checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
+        rank=0, stop=threading.Event(), reporter=reporter)
+    engine = engines.load(str(spec["engine"]))
+    engine.prepare(ctx)
+    hypotheses = engine.evaluate(ctx, manifest)
+    normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
+    destination = output or (model / "decode.jsonl" if model.is_dir() else run_folder / "decode.jsonl")
+    scoring.write_decode_jsonl(destination, hypotheses, normalizer)
+    reporter.close()
+    return EvalResult(scores=scoring.score_hypotheses(hypotheses, normalizer), decode_jsonl=destination)
+
+
+def format_scores(scores: dict[str, scoring.Score]) -> str:
+    lines = [f"{'language':<10} {'utts':>6} {'words':>7} {'WER':>7} {'CER':>7}"]
+    for name, s in scores.items():
+        lines.append(f"{name:<10} {s.utterances:>6} {s.words:>7} {s.wer:>7.4f} {s.cer:>7.4f}")
+    return "\n".join(lines)
+

@@ -1,0 +1,60 @@
+"""The run folder `<output>/<job>/<run-id>/` and the files the runtime writes into it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+RUN_ID_ENV = "SPEECHTUNE_RUN_ID"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.path / "model_card.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.txt"
+
+    @property
+    def decode_jsonl(self) -> Path:
+        return self.path / "decode.jsonl"
+
+    @property
+    def job_yaml(self) -> Path:
+        return self.path / "job.yaml"  # the validated spec, defaults applied: what ran
+
+
+def run_id(environ: Mapping[str, str] = os.environ) -> str:
+    """SPEECHTUNE_RUN_ID (stable across pod restarts, so resume finds its checkpoints) or
+    a timestamp like the reference package's `YYYYmmdd_HHMMSS`."""
+    return environ.get(RUN_ID_ENV) or time.strftime("%Y%m%d_%H%M%S")
+
+
+def create(output: Path, job: str, run: str) -> RunFolder:
+    folder = RunFolder(output / job / run)
+    folder.checkpoints.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_json(path: Path, value: Mapping[str, Any]) -> None:
+    """Written beside and renamed, so a reader never sees half a file."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    partial.replace(path)
