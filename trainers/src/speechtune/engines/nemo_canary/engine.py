@@ -1,0 +1,381 @@
+"""The `nemo-canary` engine: multitask AED (Canary) fine-tuning on NeMo 3.0.
+
+prepare: 1. find the starting model (a .nemo on the model volume, a hub name, or none)
+         2. assemble the config (Approach A from the pretrained model's own config, or the
+            fast-conformer AED shape from scratch) and apply spec + overrides
+         3. check every manifest against the prompt format and the tokenizers
+         4. build or extract the tokenizers, then the Lightning trainer, exp_manager and model
+train:   fit (resuming the newest checkpoint), then the test_ds evaluation
+evaluate / export: transcribe a manifest; write the best model as one .nemo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechtune.engines import base
+from speechtune.engines.nemo_canary import config as nemo_config
+from speechtune.engines.nemo_canary import manifests
+from speechtune.engines.nemo_canary import tokenizers
+
+MAX_PROBLEMS_SHOWN = 20
+# Prompt tokens in front of the transcript (canary2: context, BOS, emotion, two
+# languages, pnc, itn, timestamp, diarize) plus room for a short decoder context.
+PROMPT_TOKENS = {"canary2": 10, "canary": 5}
+CONTEXT_TOKEN_ALLOWANCE = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where Approach A starts from: a local .nemo file or a hub name."""
+
+    location: str
+    is_hub_name: bool
+
+
+def model_source(spec: Mapping[str, Any], model_dir: Path | None) -> ModelSource | None:
+    """spec.model.path (relative to the model volume) wins over spec.model.pretrained."""
+    model: Mapping[str, Any] = spec.get("model") or {}
+    if model.get("path"):
+        path = Path(str(model["path"]))
+        if not path.is_absolute():
+            if model_dir is None:
+                raise ValueError(f"spec.model.path {path}: relative, but no model volume is mounted")
+            path = model_dir / path
+        if not path.is_file():
+            raise ValueError(f"spec.model.path: {path} does not exist")
+        return ModelSource(str(path), is_hub_name=False)
+    if model.get("pretrained"):
+        return ModelSource(str(model["pretrained"]), is_hub_name=True)
+    return None
+
+
+def load_pretrained(source: ModelSource) -> Any:
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    if source.is_hub_name:
+        return EncDecMultiTaskModel.from_pretrained(source.location, map_location="cpu")
+    return EncDecMultiTaskModel.restore_from(source.location, map_location="cpu")
+
+
+def pretrained_config(model: Any) -> dict[str, Any]:
+    """Approach A: the model's own config, with our dataset keys underneath its own and
+    the forced-alignment helper off (it would need a second model inside the .nemo)."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.to_container(model.cfg, resolve=True)
+    assert isinstance(own, dict)
+    cfg = nemo_config.base_config()
+    for key in ("train_ds", "validation_ds", "test_ds"):
+        own[key] = {**cfg["model"][key], **(own.get(key) or {})}
+    own.setdefault("multitask_metrics_cfg", cfg["model"]["multitask_metrics_cfg"])
+    own["restore_timestamps_model"] = False
+    own.pop("init_from_nemo_model", None)
+    own.pop("init_from_pretrained_model", None)
+    cfg["model"] = own
+    return cfg
+
+
+def default_prompt(spec_data: Mapping[str, Any], prompt_format: str) -> list[dict[str, Any]]:
+    """prompt_defaults used by transcribe() when a request leaves slots out."""
+    slots: dict[str, Any] = {
+        "source_lang": spec_data.get("sourceLang") or "en",
+        "target_lang": spec_data.get("targetLang") or spec_data.get("sourceLang") or "en",
+        "pnc": spec_data.get("pnc") or "yes",
+    }
+    if prompt_format == "canary2":
+        slots.update(decodercontext="", emotion="<|emo:undefined|>", itn="no", timestamp="no", diarize="no")
+    else:
+        slots["task"] = "asr" if slots["source_lang"] == slots["target_lang"] else "ast"
+    return [{"role": "user", "slots": slots}]
+
+
+def _resolve_data_path(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+def training_inputs(ctx: base.RunContext) -> list[tuple[Path, float]]:
+    """The train manifest plus spec.data.mix (weighted, relative to the data volume)."""
+    data: Mapping[str, Any] = ctx.spec.get("data") or {}
+    inputs = [(ctx.data.train, 1.0)]
+    for index, item in enumerate(data.get("mix") or []):
+        if not item.get("manifest"):
+            raise ValueError(f"spec.data.mix[{index}].manifest: required")
+        weight = float(item.get("weight", 1.0))
+        if weight <= 0:
+            raise ValueError(f"spec.data.mix[{index}].weight: must be > 0, got {weight}")
+        inputs.append((_resolve_data_path(ctx.data.root, str(item["manifest"])), weight))
+    return inputs
+
+
+def _raise_problems(problems: Sequence[str], what: str) -> None:
+    if problems:
+        shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = f"\n  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        raise ValueError(f"nemo-canary {what}:\n  {shown}{more}")
+
+
+def max_label_tokens(tokenizer_dirs: Mapping[str, Path], rows: Sequence[manifests.Row]) -> int:
+    """Longest transcript in tokens of its target language's SentencePiece model."""
+    import sentencepiece
+
+    processors = {
+        lang: sentencepiece.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
+        for lang, path in tokenizer_dirs.items()
+        if lang != tokenizers.SPECIAL
+    }
+    longest = 0
+    for row in rows:
+        processor = processors.get(row.target_lang or "")
+        if processor is not None:
+            longest = max(longest, len(processor.encode(row.text)))
+    return longest
+
+
+class NemoCanaryEngine:
+    """Implements speechtune.engines.base.Engine for NeMo's EncDecMultiTaskModel."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] | None = None
+        self.model: Any = None
+        self.trainer: Any = None
+        self._report: Any = None
+        self._stop: Any = None
+
+    # -- prepare -------------------------------------------------------------------------
+
+    def build_config(self, ctx: base.RunContext) -> tuple[dict[str, Any], dict[str, Path]]:
+        """The full NeMo config and the tokenizer folders, after every manifest passed."""
+        spec = ctx.spec
+        work = ctx.run_dir / "nemo"
+        training: Mapping[str, Any] = spec.get("training") or {}
+        overrides: Mapping[str, Any] = nemo_config.flatten(training.get("overrides") or {})
+        max_steps = ctx.max_steps or training.get("maxSteps")
+        if not max_steps or int(max_steps) <= 0:
+            raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
+
+        source = model_source(spec, ctx.model_dir)
+        pretrained = load_pretrained(source) if source else None
+        cfg = pretrained_config(pretrained) if pretrained is not None else nemo_config.base_config()
+        layout = nemo_config.RunLayout(
+            log_dir=work,
+            checkpoint_dir=ctx.checkpoint_dir,
+            max_steps=int(max_steps),
+            device=ctx.device,
+            world_size=ctx.world_size,
+            nodes=int((spec.get("resources") or {}).get("nodes") or 1),
+            resume=ctx.resume,
+        )
+        cfg = nemo_config.apply_spec(cfg, spec, layout)
+        cfg = nemo_config.apply_overrides(cfg, overrides)
+        model = cfg["model"]
+        prompt_format = str(model.get("prompt_format") or "canary2")
+        if prompt_format not in nemo_config.PROMPT_FORMATS:
+            raise ValueError(f"model.prompt_format {prompt_format!r}: supported {nemo_config.PROMPT_FORMATS}")
+        model["prompt_format"] = prompt_format
+
+        # 3. manifests: prompt fields first (cheap, before any tokenizer work)
+        data: Mapping[str, Any] = spec.get("data") or {}
+        train_inputs = training_inputs(ctx)
+        evaluation = [ctx.data.validation] + ([ctx.data.test] if ctx.data.test else [])
+        rows_by_path = {path: manifests.read(path) for path, _ in train_inputs}
+        rows_by_path.update({path: manifests.read(path) for path in evaluation})
+        all_rows = [row for rows in rows_by_path.values() for row in rows]
+        _raise_problems(manifests.prompt_problems(all_rows, prompt_format=prompt_format), "manifest check failed")
+
+        # 4. tokenizers: extracted from the pretrained model, or built from training text
+        if pretrained is not None:
+            dirs = tokenizers.extract(pretrained, work / "tokenizers")
+            del pretrained
+        else:
+            train_rows = [row for path, _ in train_inputs for row in rows_by_path[path]]
+            builder = cfg["lang_tokenizers"]
+            dirs = tokenizers.build_from_texts(
+                work / "tokenizers",
+                texts_by_language=manifests.texts_by_target_language(train_rows),
+                prompt_languages=manifests.prompt_languages(all_rows),
+                prompt_format=prompt_format,
+                vocab_size=int(builder["vocab_size"]),
+                kind=str(builder.get("type", "bpe")),
+                extra_special=list(cfg["spl_tokens"].get("extra_tokens") or []),
+            )
+        if tokenizers.SPECIAL not in dirs:
+            raise ValueError(f"model tokenizer has no {tokenizers.SPECIAL} (not an aggregate Canary tokenizer)")
+        _raise_problems(
+            manifests.language_problems(
+                all_rows,
+                text_languages=[lang for lang in dirs if lang != tokenizers.SPECIAL],
+                prompt_tokens=tokenizers.special_vocabulary(dirs[tokenizers.SPECIAL]),
+            ),
+            "manifest check failed",
+        )
+
+        # 5. point the config at data and tokenizers
+        slot_defaults = {"pnc": str(data["pnc"])} if data.get("pnc") else {}
+
+        def as_input(path: Path, weight: float = 1.0) -> nemo_config.ManifestInput:
+            tags = manifests.missing_slot_tags(rows_by_path[path], slot_defaults)
+            return nemo_config.ManifestInput(path=path, weight=weight, tags=tags)
+
+        nemo_config.point_datasets(
+            model,
+            train=[as_input(path, weight) for path, weight in train_inputs],
+            validation=as_input(ctx.data.validation),
+            test=as_input(ctx.data.test) if ctx.data.test else None,
+        )
+        nemo_config.point_tokenizers(model, dirs)
+        if not model.get("prompt_defaults"):
+            model["prompt_defaults"] = default_prompt(data, prompt_format)
+        needed = PROMPT_TOKENS[prompt_format] + CONTEXT_TOKEN_ALLOWANCE + max_label_tokens(dirs, all_rows) + 1
+        nemo_config.ensure_sequence_length(model, needed)
+        if source is None:
+            nemo_config.fill_derived_sizes(model)
+        else:
+            cfg.update(nemo_config.init_section(spec.get("model") or {}, source.location, is_hub_name=source.is_hub_name))
+        if ctx.device != "cuda":
+            for key in ("train_ds", "validation_ds", "test_ds"):
+                if model.get(key) and "model.%s.num_workers" % key not in overrides:
+                    model[key]["num_workers"] = 0  # worker processes cost more than they save on CPU
+        cfg["name"] = cfg["exp_manager"]["name"] = ctx.name
+        return cfg, dirs
+
+    def prepare(self, ctx: base.RunContext) -> None:
+        import lightning.pytorch as pl
+        from nemo.collections.asr.models import EncDecMultiTaskModel
+        from nemo.utils.exp_manager import exp_manager
+        from omegaconf import OmegaConf
+
+        from speechtune.engines.nemo_canary import callbacks
+
+        cfg, _ = self.build_config(ctx)
+        self.config = cfg
+        work = ctx.run_dir / "nemo"
+        work.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(cfg), work / "config.yaml")
+        seed = (ctx.spec.get("training") or {}).get("seed")
+        pl.seed_everything(int(seed) if seed is not None else 0, workers=True)
+
+        self._report = callbacks.ReportMetrics(
+            ctx.reporter, sample_rate=int(cfg["model"].get("sample_rate", 16000)),
+            rank=ctx.rank, world_size=ctx.world_size,
+        )
+        self._stop = callbacks.StopOnSignal(ctx.stop)
+        trainer_cfg = dict(cfg["trainer"])
+        self.trainer = pl.Trainer(**trainer_cfg, callbacks=[self._report, self._stop])
+        exp_manager(self.trainer, OmegaConf.create(cfg["exp_manager"]))
+        self.model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg["model"]), trainer=self.trainer)
+        init = {k: cfg[k] for k in ("init_from_nemo_model", "init_from_pretrained_model") if cfg.get(k)}
+        if init:
+            # Lightning restores a resumed checkpoint after this, so resuming still wins.
+            self.model.maybe_init_from_pretrained_checkpoint(OmegaConf.create(init))
+        ctx.reporter.set_max_steps(int(cfg["trainer"]["max_steps"]))
+        ctx.reporter.log(
+            f"nemo-canary: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, "
+            f"prompt {cfg['model']['prompt_format']}, tokenizers {', '.join(cfg['model']['tokenizer']['langs'])}"
+        )
+
+    # -- train ---------------------------------------------------------------------------
+
+    def train(self, ctx: base.RunContext) -> base.TrainResult:
+        assert self.trainer is not None and self.config is not None, "prepare() first"
+        self.trainer.fit(self.model)
+        stopped = bool(self._stop.stopped)
+        extra: dict[str, Any] = {"validations": list(self._report.validations)}
+        if not stopped and self.config["model"]["test_ds"].get("input_cfg") and ctx.data.test:
+            extra["test"] = self._test()
+        best = self._best_checkpoint(ctx)
+        return base.TrainResult(
+            steps=int(self.trainer.global_step),
+            epochs=float(self.trainer.current_epoch),
+            train_loss=self._report.last_train_loss,
+            val_loss=self._report.last_val_loss,
+            best_checkpoint=best,
+            stopped_early=stopped,
+            extra=extra,
+        )
+
+    def _test(self) -> dict[str, float]:
+        """NeMo's own test_ds pass (loss, WER on ASR rows, BLEU on translation rows)."""
+        results = self.trainer.test(self.model, verbose=False)
+        merged: dict[str, float] = {}
+        for result in results or []:
+            merged.update({key: float(value) for key, value in result.items()})
+        return merged
+
+    def _best_checkpoint(self, ctx: base.RunContext) -> Path | None:
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if best:
+            return Path(best)
+        last = sorted(ctx.checkpoint_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        return last[-1] if last else None
+
+    # -- evaluate / export ---------------------------------------------------------------
+
+    def evaluate(self, ctx: base.RunContext, manifest: Path) -> Sequence[base.Hypothesis]:
+        assert self.model is not None, "prepare() first"
+        return transcribe_manifest(self.model, manifest)
+
+    def export(self, ctx: base.RunContext) -> Path:
+        """The best model as `<run_dir>/model.nemo`: exp_manager's always_save_nemo file
+        when it exists (written from the best checkpoint), else the current weights."""
+        assert self.model is not None, "prepare() first"
+        target = ctx.run_dir / "model.nemo"
+        saved = sorted(ctx.checkpoint_dir.glob("*.nemo"), key=lambda p: p.stat().st_mtime)
+        if ctx.rank != 0:
+            return target
+        if saved:
+            shutil.copyfile(saved[-1], target)
+        else:
+            self.model.save_to(str(target))
+        return target
+
+
+def transcribe_manifest(model: Any, manifest: Path, batch_size: int = 8) -> list[base.Hypothesis]:
+    """Decodes each row with its own prompt (languages, pnc) taken from the manifest; rows
+    without a slot get the model's prompt_defaults. transcribe() reads prompts only from a
+    manifest file, so a copy with absolute audio paths goes to a temporary folder."""
+    rows = manifests.read(manifest)
+    defaults = _default_slots(model)
+    with tempfile.TemporaryDirectory(prefix="speechtune-eval-") as tmp:
+        copy = Path(tmp) / "manifest.json"
+        with copy.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                fields = {**defaults, **row.fields}
+                audio = Path(str(fields["audio_filepath"]))
+                fields["audio_filepath"] = str(audio if audio.is_absolute() else manifest.parent / audio)
+                handle.write(json.dumps(fields, ensure_ascii=False) + "\n")
+        outputs = model.transcribe(str(copy), batch_size=batch_size, verbose=False)
+    if len(outputs) != len(rows):
+        raise RuntimeError(f"{manifest}: {len(rows)} rows but {len(outputs)} hypotheses (unreadable audio?)")
+    hypotheses = []
+    for row, output in zip(rows, outputs):
+        text = output.text if hasattr(output, "text") else str(output)
+        hypotheses.append(
+            base.Hypothesis(
+                utt_id=str(row.fields.get("id") or row.fields.get("utt_id") or Path(str(row.fields["audio_filepath"])).stem),
+                reference=row.text,
+                hypothesis=text.strip(),  # canary hypotheses start with a space
+                language=row.target_lang,
+                duration=float(row.fields["duration"]) if row.fields.get("duration") is not None else None,
+            )
+        )
+    return hypotheses
+
+
+def _default_slots(model: Any) -> dict[str, Any]:
+    """The model's prompt_defaults, so rows without e.g. `pnc` decode as trained."""
+    from omegaconf import OmegaConf
+
+    defaults = model.cfg.get("prompt_defaults")
+    if not defaults:
+        return {}
+    turns = OmegaConf.to_container(defaults, resolve=True)
+    user = [turn for turn in turns if isinstance(turn, dict) and turn.get("role") == "user"]
+    return dict(user[0].get("slots") or {}) if user else {}
