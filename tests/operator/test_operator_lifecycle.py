@@ -1,0 +1,184 @@
+"""Each shipped example through the whole path on the real control plane: kubectl apply ->
+the operator -> a PyTorchJob the real PyTorchJob CRD (and the training-operator's webhook)
+accepts -> the training-operator's pods -> kwok runs them -> the FinetuneJob's phase,
+conditions, events and progress; deletion collects every child."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import kubernetes
+import prometheus_client
+import pytest
+import yaml
+
+import ftj_cluster
+from ftj_cluster import wait_for
+
+pytestmark = pytest.mark.cluster
+
+JOB_LABEL = "training.kubeflow.org/job-name"
+
+
+class Cluster:
+    """The calls these tests make, on one namespace."""
+
+    def __init__(self, cluster: Any, api: Any, namespace: str) -> None:
+        self.cluster, (self.core, self.custom), self.ns = cluster, api, namespace
+
+    def apply(self, body: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=yaml.safe_dump(body))
+
+    def ftj(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(
+            ftj_cluster.GROUP, ftj_cluster.VERSION, self.ns, ftj_cluster.PLURAL, name))
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.ftj(name).get("status") or {})
+
+    def in_phase(self, name: str, phase: str) -> dict[str, Any] | None:
+        status = self.status(name)
+        return status if status.get("phase") == phase else None
+
+    def pytorchjob(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.custom.get_namespaced_custom_object("kubeflow.org", "v1", self.ns, "pytorchjobs", name))
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def pods(self, job: str) -> list[Any]:
+        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"{JOB_LABEL}={job}").items)
+
+    def running_pods(self, job: str, count: int) -> list[Any]:
+        pods = [p for p in self.pods(job) if p.status.phase == "Running"]
+        return pods if len(pods) == count else []
+
+    def finish(self, pod: str, outcome: str) -> None:
+        self.cluster.kubectl("annotate", "-n", self.ns, "pod", pod, f"speechtune.dev/kwok-outcome={outcome}",
+                             "--overwrite")
+
+    def event_reasons(self, name: str) -> list[tuple[str, str, str]]:
+        events = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name},"
+                                                                         "involvedObject.kind=FinetuneJob").items
+        return [(e.type, e.reason, e.message) for e in events]
+
+    def suspend(self, name: str, value: bool) -> None:
+        self.custom.patch_namespaced_custom_object(ftj_cluster.GROUP, ftj_cluster.VERSION, self.ns,
+                                                   ftj_cluster.PLURAL, name, {"spec": {"runPolicy": {"suspend": value}}})
+
+    def children_gone(self, name: str) -> bool:
+        configmaps = self.core.list_namespaced_config_map(self.ns, label_selector=f"speechtune.dev/finetunejob={name}")
+        return self.pytorchjob(name) is None and not self.pods(name) and not configmaps.items
+
+
+@pytest.fixture(scope="module")
+def k(cluster: Any, api: Any, namespace: str, operator: ftj_cluster.OperatorProcess) -> Cluster:
+    return Cluster(cluster, api, namespace)
+
+
+def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it(k: Cluster) -> None:
+    name = "canary-1b-v2-atc"
+    k.apply(ftj_cluster.example("canary"))
+    pj = wait_for(lambda: k.pytorchjob(name), what="the PyTorchJob")
+    assert {r: s["replicas"] for r, s in pj["spec"]["pytorchReplicaSpecs"].items()} == {"Master": 1, "Worker": 1}
+    assert pj["metadata"]["ownerReferences"][0]["uid"] == k.ftj(name)["metadata"]["uid"]
+    wait_for(lambda: k.running_pods(name, 2), timeout=180, what="master and worker pods running under kwok")
+    wait_for(lambda: k.in_phase(name, "Running"), what="phase Running")
+
+    k.finish(f"{name}-master-0", "fail")
+    status = wait_for(lambda: k.in_phase(name, "Failed"), what="phase Failed")
+    assert f"pod {name}-master-0 failed: Error (exit code 1)" in status["message"]
+    assert "kwok-outcome=fail" in status["message"]
+    assert status["completionTime"]
+    failed = wait_for(lambda: [e for e in k.event_reasons(name) if e[1] == "TrainingFailed"], what="the event")
+    assert failed[0][0] == "Warning" and "exit code 1" in failed[0][2]
+
+    k.cluster.kubectl("delete", "-n", k.ns, "finetunejob", name)
+    wait_for(lambda: k.children_gone(name), timeout=180, what="garbage collection of every child")
+
+
+@contextlib.contextmanager
+def trainer_metrics(job: str, namespace: str) -> Iterator[str]:
+    """A real Prometheus endpoint with the trainer's metric names, standing in for rank 0."""
+    registry = prometheus_client.CollectorRegistry()
+    labels = {"finetunejob": job, "namespace": namespace, "engine": "speechbrain-ctc"}
+
+    def gauge(name: str, value: float) -> None:
+        prometheus_client.Gauge(name, name, list(labels), registry=registry).labels(**labels).set(value)
+
+    gauge("speechtune_step", 120)
+    gauge("speechtune_max_steps", 480)
+    gauge("speechtune_epoch", 1.0)
+    gauge("speechtune_train_loss", 1.25)
+    gauge("speechtune_val_wer_ratio", 0.3125)
+    prometheus_client.Counter("speechtune_audio_seconds", "a", list(labels), registry=registry).labels(**labels).inc(600)
+    histogram = prometheus_client.Histogram("speechtune_step_duration_seconds", "s", list(labels), registry=registry)
+    for _ in range(120):
+        histogram.labels(**labels).observe(0.25)
+    server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(k: Cluster) -> None:
+    name = "sb-conformer-atc0-lora"
+    body = ftj_cluster.example("speechbrain-atc0")
+    with trainer_metrics(name, k.ns) as url:
+        body["metadata"]["annotations"] = {"speechtune.dev/metrics-url": url}
+        k.apply(body)
+        wait_for(lambda: k.running_pods(name, 1), timeout=180, what="the master pod running")
+        status = wait_for(lambda: k.status(name).get("progress", {}).get("etaSeconds") is not None and k.status(name),
+                          what="status.progress from the scrape")
+    assert status["phase"] == "Running"
+    assert status["progress"] == {"step": 120, "maxSteps": 480, "epoch": 1.0, "etaSeconds": 90,
+                                  "summary": "25% (120/480)"}
+    assert status["metrics"] == {"trainLoss": 1.25, "wer": 0.3125, "audioSecondsPerSecond": 20.0}
+    table = k.cluster.kubectl("get", "ftj", name, "-n", k.ns).stdout
+    assert table.split("\n")[0].split()[:5] == ["NAME", "ENGINE", "PHASE", "PROGRESS", "WER"]
+    assert "speechbrain-ctc" in table and "25% (120/480)" in table and "0.3125" in table
+
+    job_file = k.core.read_namespaced_config_map(f"{name}-job", k.ns).data["job.yaml"]
+    assert yaml.safe_load(job_file)["spec"] == k.ftj(name)["spec"]
+
+    k.finish(f"{name}-master-0", "succeed")
+    status = wait_for(lambda: k.in_phase(name, "Succeeded"), what="phase Succeeded")
+    assert status["completionTime"] and status["startTime"]
+    assert status["observedGeneration"] == k.ftj(name)["metadata"]["generation"]
+    reasons = [reason for _, reason, _ in wait_for(
+        lambda: any(e[1] == "TrainingSucceeded" for e in k.event_reasons(name)) and k.event_reasons(name))]
+    assert {"PyTorchJobCreated", "TrainingRunning", "TrainingSucceeded"} <= set(reasons)
+
+
+def test_mms_suspends_and_resumes(k: Cluster) -> None:
+    name = "mms-1b-banglish-lora"
+    k.apply(ftj_cluster.example("mms-banglish-lora"))
+    wait_for(lambda: k.in_phase(name, "Running"), timeout=180, what="phase Running")
+
+    k.suspend(name, True)
+    wait_for(lambda: k.in_phase(name, "Suspended"), what="phase Suspended")
+    assert k.pytorchjob(name)["spec"]["runPolicy"]["suspend"] is True  # type: ignore[index]
+    wait_for(lambda: not k.pods(name), what="the suspended job's pods deleted")
+
+    k.suspend(name, False)
+    wait_for(lambda: k.in_phase(name, "Running") and k.running_pods(name, 1), timeout=180, what="resumed and running")
+    assert any(reason == "TrainingResumed" for _, reason, _ in k.event_reasons(name))
+    k.finish(f"{name}-master-0", "succeed")
+    wait_for(lambda: k.in_phase(name, "Succeeded"), what="phase Succeeded")
+
+
+def test_operator_metrics_and_liveness(k: Cluster, operator: ftj_cluster.OperatorProcess) -> None:
+    assert operator.healthy()
+    families = {f.name: f for f in prometheus_client.parser.text_string_to_metric_families(operator.metrics())}
+    reconciles = {s.labels["result"]: s.value for s in families["speechtune_operator_reconcile"].samples
+                  if s.name.endswith("_total")}
+    assert reconciles["success"] >= 3
+    phases = {s.labels["phase"]: s.value for s in families["speechtune_finetunejobs"].samples}
+    assert phases["Succeeded"] >= 2
+    assert set(phases) == {"Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"}
+    assert families["speechtune_operator_reconcile_duration_seconds"].samples
