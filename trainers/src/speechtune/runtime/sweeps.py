@@ -18,14 +18,24 @@ Grid = list[tuple[str, list[Any]]]
 
 def parse_grid(flags: Sequence[str]) -> Grid:
     """`["learningRate=1e-3,3e-4", "peft.r=8,16"]` -> [(key, [values...]), ...]; values
-    are YAML scalars so numbers and booleans keep their types."""
+    are numbers or YAML scalars, so numbers and booleans keep their types."""
     grid: Grid = []
     for flag in flags:
         key, sep, values = flag.partition("=")
         if not sep or not key or not values:
             raise ValueError(f"--set {flag!r}: expected KEY=V1,V2,...")
-        grid.append((key, [yaml.safe_load(v) for v in values.split(",")]))
+        grid.append((key, [scalar(v) for v in values.split(",")]))
     return grid
+
+
+def scalar(text: str) -> Any:
+    """A number when it reads as one (YAML 1.1 would keep `1e-3` a string), else YAML."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def points(grid: Grid) -> list[dict[str, Any]]:

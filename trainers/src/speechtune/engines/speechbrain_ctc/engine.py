@@ -19,7 +19,7 @@ from speechbrain.utils import checkpoints, metric_stats
 
 from speechtune.data import manifest, normalize
 from speechtune.engines import base
-from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, settings
+from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, schedule, settings
 from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
 
 HPARAMS_FILE = "hyperparams.json"
@@ -273,7 +273,7 @@ class SpeechBrainCTCEngine:
     def _set_learning_rate(self, step: int) -> None:
         peak = float(self.training.get("learningRate", 1e-4))
         warmup = int(self.training.get("warmupSteps", 0))
-        lr = learning_rate(step, peak=peak, warmup=warmup, total=self.max_steps,
+        lr = schedule.learning_rate(step, peak=peak, warmup=warmup, total=self.max_steps,
                            schedule=self.train_settings.lr_schedule, floor=self.train_settings.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -359,17 +359,6 @@ class SpeechBrainCTCEngine:
         torch.save(self.net.state_dict(), folder / MODEL_FILE)
         self.net.normalize._save(folder / NORMALIZER_FILE)
         return folder
-
-
-def learning_rate(step: int, *, peak: float, warmup: int, total: int, schedule: str, floor: float) -> float:
-    """Linear warm-up to `peak`, then cosine or linear decay to `floor * peak` at `total`."""
-    if warmup and step <= warmup:
-        return peak * step / warmup
-    if schedule == "constant" or total <= warmup:
-        return peak
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
-    return peak * (floor + (1 - floor) * shape)
 
 
 def _checkpoint_folder(path: Path) -> Path:

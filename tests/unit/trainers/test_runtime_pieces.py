@@ -1,0 +1,156 @@
+"""Pure pieces of the runtime: sweep CSV, scoring, console, volumes, metrics names,
+cluster status lines, sweep grids."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from speechtune.engines import base
+from speechtune.runtime import cluster, console, metrics, scoring, sweep, sweeps, volumes
+
+REFERENCE_HEADER = (
+    "timestamp, run_id, run_stage, model, output_dir, dataset_part, train_fraction, validation_samples, "
+    "epochs, wer, train_runtime, train_loss, eval_loss, device, gpu, per_device_train_batch_size, "
+    "grad_accum, effective_batch_size, lora_r, lora_alpha, lora_dropout, quant_weights_dtype, "
+    "quant_compute_dtype, inference_time_sec, peak_memory_mb, save_full_model, language, task, "
+    "learning_rate, seed, eval_strategy, eval_steps"
+)
+ARCHITECTURE_METRICS = (
+    "speechtune_train_loss", "speechtune_val_loss", "speechtune_val_wer_ratio", "speechtune_val_cer_ratio",
+    "speechtune_learning_rate", "speechtune_step", "speechtune_max_steps", "speechtune_epoch",
+    "speechtune_audio_seconds_total", "speechtune_samples_total", "speechtune_step_duration_seconds",
+    "speechtune_padding_ratio", "speechtune_gpu_memory_bytes",
+)
+
+
+def test_sweep_header_is_the_reference_header() -> None:
+    assert sweep.HEADER == tuple(c.strip() for c in REFERENCE_HEADER.split(","))
+    assert len(sweep.HEADER) == 32
+
+
+def test_sweep_rows_append_under_one_header(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "sweep.csv"
+    sweep.append_row(target, {"run_id": "a", "wer": 0.5})
+    sweep.append_row(target, {"run_id": "b", "wer": 0.25, "lora_r": 8})
+    rows = list(csv.reader(target.open()))
+    assert tuple(rows[0]) == sweep.HEADER
+    assert [r[1] for r in rows[1:]] == ["a", "b"]
+    assert rows[2][sweep.HEADER.index("lora_r")] == "8"
+
+
+def test_sweep_refuses_unknown_columns_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown column"):
+        sweep.append_row(tmp_path / "s.csv", {"notes": "x"})
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="header differs"):
+        sweep.append_row(foreign, {"run_id": "x"})
+
+
+def test_scoring_normalises_and_splits_by_language() -> None:
+    hyps = [
+        base.Hypothesis("1", "Climb Flight Level", "climb flight level", language="en"),
+        base.Hypothesis("2", "turn left", "turn right", language="en"),
+        base.Hypothesis("3", "guten tag", "guten tag", language="de"),
+    ]
+    scores = scoring.score_hypotheses(hyps, str.upper)
+    assert scores["all"].wer == pytest.approx(1 / 7)
+    assert scores["en"].wer == pytest.approx(1 / 5)
+    assert scores["de"].wer == 0.0
+    assert scores["all"].utterances == 3
+
+
+def test_scoring_skips_empty_references() -> None:
+    assert scoring.score([("", "noise"), ("a b", "a")]).wer == pytest.approx(0.5)
+    assert scoring.score([]).utterances == 0
+
+
+def test_progress_line_and_eta() -> None:
+    line = console.progress_line(step=50, max_steps=200, loss=1.23456, eta_seconds=3725, audio_per_second=12.3)
+    assert line.startswith("[######")
+    assert " 50/200 loss 1.235 ETA 1:02:05 12.3 audio-s/s" in line
+    assert console.format_eta(None) == "--:--"
+    assert console.format_eta(65) == "01:05"
+
+
+def test_console_without_tty_prints_no_bar(tmp_path: Path) -> None:
+    out = (tmp_path / "out.txt").open("w+")
+    view = console.Console(out)
+    view.progress("[###] 1/2")
+    view.line("plain line")
+    out.seek(0)
+    assert out.read() == "plain line\n"
+
+
+def test_volume_flags_and_local_mounts(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    claims = volumes.parse_volume_flags([f"asr-data={tmp_path / 'data'}", f"asr-runs={tmp_path / 'runs'}"])
+    spec = {"data": {"volume": {"claimName": "asr-data"}, "train": "a/train.json", "validation": "v.json"},
+            "output": {"volume": {"claimName": "asr-runs"}}}
+    mounts = volumes.local_mounts(spec, claims)
+    assert mounts.output.is_dir() and mounts.model is None
+    paths = volumes.data_paths(spec, mounts)
+    assert paths.train == tmp_path / "data" / "a" / "train.json" and paths.test is None
+    with pytest.raises(ValueError, match="expected CLAIM=DIR"):
+        volumes.parse_volume_flags(["nodir"])
+    with pytest.raises(ValueError, match="--volume asr-data=DIR"):
+        volumes.local_mounts(spec, {})
+
+
+def test_metrics_endpoint_serves_every_architecture_name() -> None:
+    registry = metrics.TrainingMetrics(job="j", namespace="ns", engine="speechbrain-ctc")
+    server = metrics.MetricsServer(registry, port=0, host="127.0.0.1")
+    try:
+        registry.step.set(3)
+        registry.audio_seconds.inc(1.5)
+        registry.step_duration.observe(0.2)
+        body = urllib.request.urlopen(server.url.replace("localhost", "127.0.0.1"), timeout=30).read().decode()
+    finally:
+        server.stop()
+    for name in ARCHITECTURE_METRICS:
+        assert f"\n{name}" in body or body.startswith(name), name
+    assert 'speechtune_step{engine="speechbrain-ctc",finetunejob="j",namespace="ns"} 3.0' in body
+
+
+def test_metrics_port_from_environment() -> None:
+    assert metrics.port_from_env({}) == 9400
+    assert metrics.port_from_env({"SPEECHTUNE_METRICS_PORT": "0"}) == 0
+    with pytest.raises(ValueError, match="SPEECHTUNE_METRICS_PORT"):
+        metrics.port_from_env({"SPEECHTUNE_METRICS_PORT": "http"})
+
+
+def test_cluster_status_line_and_watch_until_done() -> None:
+    states = iter([
+        {"metadata": {"name": "j"}, "spec": {"engine": "hf-ctc"}, "status": {"phase": "Running",
+         "progress": {"step": 5, "maxSteps": 10}, "metrics": {"wer": 0.5}}},
+        {"metadata": {"name": "j"}, "spec": {"engine": "hf-ctc"}, "status": {"phase": "Succeeded"}},
+    ])
+    shown: list[str] = []
+    final = cluster.watch(lambda: next(states), show=shown.append, interval=0)
+    assert final["status"]["phase"] == "Succeeded"
+    assert shown[0] == "j  hf-ctc  Running  step 5/10  wer 0.5000"
+
+
+def test_sweep_grid_points() -> None:
+    grid = sweeps.parse_grid(["learningRate=1e-3,3e-4", "peft.r=8,16"])
+    assert grid == [("learningRate", [1e-3, 3e-4]), ("peft.r", [8, 16])]
+    assert len(sweeps.points(grid)) == 4
+    with pytest.raises(ValueError, match="KEY=V1,V2"):
+        sweeps.parse_grid(["learningRate"])
+
+
+def test_stop_event_set_by_sigterm() -> None:
+    import os
+    import signal
+
+    from speechtune.runtime import signals
+
+    stop = threading.Event()
+    with signals.stop_on_sigterm(stop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(timeout=10)
