@@ -30,35 +30,36 @@ class Context:
 
 def register_login(registry: kopf.OperatorRegistry) -> None:
     """kopf's own connection uses the same credentials as the Kubernetes client."""
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
-    @kopf.on.event(*FINETUNEJOBS, registry=registry)
+    @kopf.on.event(*FINETUNEJOBS, id="observe", registry=registry)
     def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
         ctx.cache.observe(body, deleted=type == "DELETED")
 
-    @kopf.on.resume(*FINETUNEJOBS, registry=registry, backoff=RETRY_BACKOFF)
-    @kopf.on.create(*FINETUNEJOBS, registry=registry, backoff=RETRY_BACKOFF)
+    @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
+    @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         with ctx.telemetry.reconcile():
             creating.ensure_children(body, patch, settings=ctx.settings, clients=ctx.clients)
 
-    @kopf.on.update(*FINETUNEJOBS, field="spec.runPolicy.suspend", registry=registry,
+    @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
     def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
         suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients)
 
-    @kopf.on.event(*PYTORCHJOBS, labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry)
+    @kopf.on.event(*PYTORCHJOBS, id="mirror-status", labels={names.LABEL_JOB: kopf.PRESENT},
+                   registry=registry)
     def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type == "DELETED":
             return
         with ctx.telemetry.reconcile():
             mirroring.sync_from_pytorchjob(body, clients=ctx.clients, cache=ctx.cache)
 
-    @kopf.timer(*FINETUNEJOBS, interval=ctx.settings.scrape_interval, registry=registry,
+    @kopf.timer(*FINETUNEJOBS, id="scrape-progress", interval=ctx.settings.scrape_interval, registry=registry,
                 when=lambda status, **_: status.get("phase") == phase.RUNNING)
     def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients)
