@@ -175,3 +175,14 @@ def test_crd_schema_refuses_a_wrong_typed_field(cluster, namespace: str) -> None
     assert result.returncode != 0
     assert "spec.runPolicy.backoffLimit" in result.stderr
     assert cluster.kubectl("get", "pytorchjob", "bad", "-n", namespace, check=False).returncode != 0
+
+
+def test_training_operator_webhook_refuses_a_job_without_a_pytorch_container(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    job = pytorchjob("unnamed", restart_policy="Never")
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = "trainer"
+
+    result = cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(job), check=False)
+
+    assert result.returncode != 0
+    assert "validator.pytorchjob.training-operator.kubeflow.org" in result.stderr
+    assert "must have at least one container with name pytorch" in result.stderr

@@ -86,7 +86,11 @@ def planned_builds() -> tuple[GoBuild, ...]:
         ),
         GoBuild(
             label="helm " + versions.HELM,
-            args=install + (f"helm.sh/helm/v3/cmd/helm@{versions.HELM}",),
+            args=(
+                "install",
+                f"-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}",
+                f"helm.sh/helm/v3/cmd/helm@{versions.HELM}",
+            ),
             cwd=None,
             outputs=("helm",),
         ),

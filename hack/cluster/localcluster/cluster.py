@@ -197,8 +197,8 @@ def component_argv(name: str, bins: versions.Binaries, layout: Layout, ports: di
             f"--kubeconfig={layout.kubeconfig}",
             f"--metrics-bind-address=127.0.0.1:{ports['training-operator-metrics']}",
             f"--health-probe-bind-address=127.0.0.1:{ports['training-operator-health']}",
-            # The webhook server always starts (there is no flag to turn it off); it binds
-            # a free port and is never registered with the apiserver.
+            # Its webhook server binds all interfaces (only the port is a flag); the
+            # apiserver calls it at 127.0.0.1 (see register_webhook).
             f"--webhook-server-port={ports['training-operator-webhook']}",
             "--enable-scheme=pytorchjob",
             "--gang-scheduler-name=",
@@ -345,22 +345,65 @@ def install_crds(bins: versions.Binaries, layout: Layout) -> None:
     )
 
 
-def copy_webhook_cert(bins: versions.Binaries, layout: Layout) -> bool:
-    """Write the rotator's certificate where the webhook server reads it (a Secret volume
-    in cluster). True once the Secret holds one."""
-    result = kubectl(
-        bins, layout.kubeconfig, "get", "secret", "-n", "kubeflow",
-        "training-operator-webhook-cert", "-o", "json", check=False,
+WEBHOOK_SECRET = "training-operator-webhook-cert"
+WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"  # the name it rotates
+
+
+def seed_webhook_cert(bins: versions.Binaries, layout: Layout) -> None:
+    """Give the training-operator's cert rotator our webhook certificate (it keeps a valid
+    one) and put it where the webhook server reads it (a Secret volume in cluster)."""
+    p = layout.pki
+    kubectl(
+        bins, layout.kubeconfig, "create", "secret", "generic", WEBHOOK_SECRET, "-n", "kubeflow",
+        f"--from-file=ca.crt={p / 'webhook-ca.crt'}", f"--from-file=ca.key={p / 'webhook-ca.key'}",
+        f"--from-file=tls.crt={p / 'webhook.crt'}", f"--from-file=tls.key={p / 'webhook.key'}",
     )
-    if result.returncode != 0:
-        return False
-    data = json.loads(result.stdout).get("data") or {}
-    if "tls.crt" not in data or "tls.key" not in data:
-        return False
-    WEBHOOK_CERT_DIR.mkdir(parents=True, exist_ok=True)
-    for key in ("tls.crt", "tls.key"):
-        (WEBHOOK_CERT_DIR / key).write_bytes(base64.b64decode(data[key]))
-    return True
+    shutil.rmtree(WEBHOOK_CERT_DIR, ignore_errors=True)
+    WEBHOOK_CERT_DIR.mkdir(parents=True)
+    shutil.copyfile(p / "webhook.crt", WEBHOOK_CERT_DIR / "tls.crt")
+    shutil.copyfile(p / "webhook.key", WEBHOOK_CERT_DIR / "tls.key")
+
+
+def webhook_configuration(layout: Layout, port: int) -> dict[str, Any]:
+    """The training-operator's own PyTorchJob validation, called at its loopback port."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION},
+        "webhooks": [
+            {
+                "name": "validator.pytorchjob.training-operator.kubeflow.org",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{port}/validate-kubeflow-org-v1-pytorchjob",
+                    "caBundle": base64.b64encode((layout.pki / "webhook-ca.crt").read_bytes()).decode(),
+                },
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+                "rules": [
+                    {
+                        "apiGroups": ["kubeflow.org"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["pytorchjobs"],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def register_webhook(bins: versions.Binaries, layout: Layout, port: int) -> None:
+    secret = json.loads(
+        kubectl(bins, layout.kubeconfig, "get", "secret", WEBHOOK_SECRET, "-n", "kubeflow", "-o", "json").stdout
+    )
+    if base64.b64decode(secret["data"]["tls.crt"]) != (layout.pki / "webhook.crt").read_bytes():
+        raise RuntimeError(
+            "the training-operator's cert rotator replaced our webhook certificate "
+            f"(see {layout.log('training-operator')}); the apiserver could not call its webhook"
+        )
+    kubectl(bins, layout.kubeconfig, "apply", "-f", "-", input=json.dumps(webhook_configuration(layout, port)))
 
 
 def wait_nodes_ready(bins: versions.Binaries, layout: Layout) -> None:
@@ -399,19 +442,13 @@ def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[
     launch("kube-scheduler", bins, layout, state)
     kubectl(bins, layout.kubeconfig, "create", "-f", str(MANIFESTS / "gpu-nodes.yaml"))
     launch("kwok", bins, layout, state)
-    kubectl(bins, layout.kubeconfig, "apply", "-f", str(MANIFESTS / "training-operator-namespace.yaml"))
+    kubectl(bins, layout.kubeconfig, "create", "namespace", "kubeflow")
+    seed_webhook_cert(bins, layout)
     install_crds(bins, layout)
-    shutil.rmtree(WEBHOOK_CERT_DIR, ignore_errors=True)  # a previous cluster's certificate
     launch("training-operator", bins, layout, state)
-    processes.wait_until(
-        "the training-operator's webhook certificate",
-        lambda: copy_webhook_cert(bins, layout),
-        timeout_s=STARTUP_TIMEOUT_S,
-        alive=lambda: processes.is_running(state["components"]["training-operator"]["pid"], str(bins.path("training-operator"))),
-        log=layout.log("training-operator"),
-    )
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "training-operator"):
         wait_ready(name, layout, state)
+    register_webhook(bins, layout, state["ports"]["training-operator-webhook"])
     wait_nodes_ready(bins, layout)
     processes.wait_until(
         "the default ServiceAccount", lambda: default_service_account_exists(bins, layout),

@@ -110,6 +110,41 @@ def make_service_account_key(pki: Path) -> None:
     openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
+# The training-operator's cert rotator keeps a certificate it finds valid: a CA named
+# training-operator-ca (PKCS#1 RSA key) and a server certificate for its Service's DNS name.
+# Ours also carries 127.0.0.1, the address the apiserver calls the webhook at out of cluster.
+WEBHOOK_CA_NAME = "training-operator-ca"
+WEBHOOK_DNS_NAME = "training-operator.kubeflow.svc"
+
+
+def make_webhook_certs(pki: Path) -> None:
+    openssl("genrsa", "-traditional", "-out", "webhook-ca.key", "2048", cwd=pki)
+    openssl(
+        "req", "-x509", "-new", "-key", "webhook-ca.key", "-out", "webhook-ca.crt", "-days", "3650",
+        "-subj", f"/O=training-operator/CN={WEBHOOK_CA_NAME}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,digitalSignature,keyEncipherment",
+        "-addext", f"subjectAltName=DNS:{WEBHOOK_CA_NAME}",
+        cwd=pki,
+    )
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "webhook.key", "-out", "webhook.csr", "-subj", f"/CN={WEBHOOK_DNS_NAME}",
+        cwd=pki,
+    )
+    (pki / "webhook.ext").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName=DNS:{WEBHOOK_DNS_NAME},IP:127.0.0.1\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "webhook.csr", "-CA", "webhook-ca.crt", "-CAkey", "webhook-ca.key",
+        "-CAcreateserial", "-days", "3650", "-out", "webhook.crt", "-extfile", "webhook.ext",
+        cwd=pki,
+    )
+
+
 def make_all(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     make_ca(pki)
@@ -117,6 +152,7 @@ def make_all(pki: Path) -> None:
     for identity in CLIENTS:
         make_client_cert(pki, identity)
     make_service_account_key(pki)
+    make_webhook_certs(pki)
 
 
 def b64(path: Path) -> str:
