@@ -60,12 +60,13 @@ def estimate_bins_2d(
 
 
 def _equal_mass_groups(items: Sequence[Any], masses: Sequence[float], parts: int) -> list[list[Any]]:
-    """Splits sorted items into at most `parts` consecutive groups of about equal mass."""
+    """Splits sorted items into at most `parts` consecutive groups of about equal mass; an
+    item opens a new group when more than half of it would overshoot the current one."""
     target = sum(masses) / parts
     groups: list[list[Any]] = [[]]
     acc = 0.0
     for item, mass in zip(items, masses):
-        if acc >= target and len(groups) < parts:
+        if groups[-1] and acc + mass / 2 > target and len(groups) < parts:
             groups.append([])
             acc = 0.0
         groups[-1].append(item)

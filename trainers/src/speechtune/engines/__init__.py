@@ -20,6 +20,7 @@ ENGINES: dict[str, str] = {
 SPEC_CHECKS: dict[str, str] = {
     "speechbrain-ctc": "speechtune.engines.speechbrain_ctc.settings:check_spec",
     "hf-ctc": "speechtune.engines.hf_memory:check_spec",
+    "nemo-canary": "speechtune.engines.nemo_canary:check_spec",
 }
 
 

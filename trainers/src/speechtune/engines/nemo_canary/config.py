@@ -379,7 +379,7 @@ def input_cfg(inputs: Sequence[ManifestInput]) -> list[dict[str, Any]]:
 
 def precision_for(spec_precision: str | None, device: str) -> str | int:
     """fp32 on CPU whatever the spec asks (bf16 autocast on CPU is slow, fp16 unsupported)."""
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return 32
     return {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(spec_precision or "bf16", 32)
 
@@ -404,7 +404,7 @@ def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayou
     if training.get("gradAccumulation") is not None:
         trainer["accumulate_grad_batches"] = int(training["gradAccumulation"])
     trainer["precision"] = precision_for(training.get("precision"), layout.device)
-    if layout.device == "cuda":
+    if layout.device.startswith("cuda"):
         trainer.update(accelerator="gpu", devices=max(1, layout.world_size // max(1, layout.nodes)),
                        num_nodes=max(1, layout.nodes))
         trainer["strategy"] = "ddp" if layout.world_size > 1 else "auto"

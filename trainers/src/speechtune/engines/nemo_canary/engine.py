@@ -238,7 +238,7 @@ class NemoCanaryEngine:
             nemo_config.fill_derived_sizes(model)
         else:
             cfg.update(nemo_config.init_section(spec.get("model") or {}, source.location, is_hub_name=source.is_hub_name))
-        if ctx.device != "cuda":
+        if not ctx.device.startswith("cuda"):
             for key in ("train_ds", "validation_ds", "test_ds"):
                 if model.get(key) and "model.%s.num_workers" % key not in overrides:
                     model[key]["num_workers"] = 0  # worker processes cost more than they save on CPU
@@ -286,7 +286,7 @@ class NemoCanaryEngine:
         assert self.trainer is not None and self.config is not None, "prepare() first"
         self.trainer.fit(self.model)
         stopped = bool(self._stop.stopped)
-        extra: dict[str, Any] = {"validations": list(self._report.validations)}
+        extra: dict[str, Any] = {"validations": list(self._report.validations), **self._model_facts()}
         if not stopped and self.config["model"]["test_ds"].get("input_cfg") and ctx.data.test:
             extra["test"] = self._test()
         best = self._best_checkpoint(ctx)
@@ -299,6 +299,19 @@ class NemoCanaryEngine:
             stopped_early=stopped,
             extra=extra,
         )
+
+    def _model_facts(self) -> dict[str, Any]:
+        """Model-card facts (architecture, tokenizer, sizes) for metrics.json."""
+        model_cfg = self.config["model"] if self.config else {}
+        parameters = list(self.model.parameters())
+        return {
+            "model": "EncDecMultiTaskModel (FastConformer encoder + Transformer decoder)",
+            "prompt_format": model_cfg.get("prompt_format"),
+            "tokenizer": "aggregate: " + ", ".join(model_cfg.get("tokenizer", {}).get("langs", {})),
+            "vocab_size": int(self.model.tokenizer.vocab_size),
+            "parameters": sum(p.numel() for p in parameters),
+            "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+        }
 
     def _test(self) -> dict[str, float]:
         """NeMo's own test_ds pass (loss, WER on ASR rows, BLEU on translation rows)."""
