@@ -1,8 +1,8 @@
 """Preflight: find every problem in manifests before a run spends GPU hours on them.
 
 Most failed fine-tuning runs die of bad data, and some loaders (lhotse) drop unreadable
-audio silently. Preflight reads audio *headers* only (soundfile.info, cached per file) so
-100k rows take seconds, and reports every problem with its file and line.
+audio silently. Preflight reads audio *headers* only (cached per file, see audio_header)
+so 100k rows take seconds, and reports every problem with its file and line.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import bisect
 import collections
 import dataclasses
 import os
-import struct
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from speechtune.data import manifest
+from speechtune.data import audio_header, manifest
 
 _HISTOGRAM_EDGES = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0)
 
@@ -138,7 +137,7 @@ def preflight(
         max_duration=max_duration,
     )
     files = [Path(p).absolute() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    audio = AudioHeaders()
+    audio = audio_header.AudioHeaders()
     problems: list[Problem] = []
     located: list[tuple[Path, manifest.Utterance]] = []
     for file in files:
@@ -150,7 +149,7 @@ def preflight(
 
 
 def check_file(
-    file: Path, limits: Limits, audio: "AudioHeaders"
+    file: Path, limits: Limits, audio: audio_header.AudioHeaders
 ) -> tuple[list[Problem], list[manifest.Utterance]]:
     try:
         fmt = manifest.detect_format(file)
@@ -171,7 +170,7 @@ def check_file(
 
 
 def check_row(
-    row: manifest.Row, fmt: manifest.Format, file: Path, limits: Limits, audio: "AudioHeaders"
+    row: manifest.Row, fmt: manifest.Format, file: Path, limits: Limits, audio: audio_header.AudioHeaders
 ) -> tuple[list[Problem], manifest.Utterance | None]:
     """Every problem of one row; the utterance when its fields are usable."""
     if row.error is not None:
@@ -268,7 +267,7 @@ def utterance_problems(utt: manifest.Utterance, limits: Limits) -> Iterable[tupl
 
 
 def audio_problems(
-    utt: manifest.Utterance, limits: Limits, audio: "AudioHeaders"
+    utt: manifest.Utterance, limits: Limits, audio: audio_header.AudioHeaders
 ) -> Iterable[tuple[str, bool]]:
     """Problems of the audio file, from its header only, as (message, fatal)."""
     header = audio.get(utt.audio_filepath)
@@ -287,69 +286,6 @@ def audio_problems(
             ), True
     elif abs(utt.duration - header.seconds) > limits.duration_tolerance:
         yield f"duration {utt.duration:g} s disagrees with the audio ({header.seconds:.3f} s)", True
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioHeader:
-    sample_rate: int
-    channels: int
-    frames: int
-
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate
-
-
-class AudioHeaders:
-    """soundfile.info per unique file, cached: manifests often cut many rows from one file."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, AudioHeader | str] = {}
-
-    def get(self, path: Path) -> AudioHeader | str:
-        """The header, or a message saying why the file is unusable."""
-        if path not in self._cache:
-            self._cache[path] = read_header(path)
-        return self._cache[path]
-
-
-def read_header(path: Path) -> AudioHeader | str:
-    import soundfile  # needs libsndfile; imported where audio is actually read
-
-    if not path.is_file():
-        return f"audio file not found: {path}"
-    try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-        return f"unreadable or corrupt audio {path}: {error}"
-    if info.frames <= 0:
-        return f"audio has no samples: {path}"
-    truncated = wav_truncation(path, info.channels)
-    if truncated:
-        return f"corrupt audio {path}: {truncated}"
-    return AudioHeader(int(info.samplerate), int(info.channels), int(info.frames))
-
-
-def wav_truncation(path: Path, channels: int) -> str | None:
-    """For WAV files, whether the data chunk is shorter than its header says: libsndfile
-    quietly shortens such files, so a cut-off copy would otherwise look valid."""
-    if path.suffix.lower() != ".wav":
-        return None
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    position = 12
-    while position + 8 <= len(head):
-        chunk, size = head[position:position + 4], struct.unpack("<I", head[position + 4:position + 8])[0]
-        if chunk == b"data":
-            available = path.stat().st_size - (position + 8)
-            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never knew the length.
-            if size not in (0, 0xFFFFFFFF) and available < size:
-                return f"data chunk holds {available} of {size} bytes (truncated file)"
-            return None
-        position += 8 + size + (size & 1)
-    return None
 
 
 def duplicate_ids(located: Sequence[tuple[Path, manifest.Utterance]]) -> list[Problem]:
