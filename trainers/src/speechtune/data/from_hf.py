@@ -108,6 +108,7 @@ def select_splits(loaded: Any, options: Options) -> dict[str, Any]:
     keep = max(1, int(len(train) * options.train_fraction))
     found["train"] = train.select(range(keep))
     valid = found["valid"]
+    assert valid is not None  # found or carved above
     if options.validation_samples and len(valid) > options.validation_samples:
         found["valid"] = valid.select(range(options.validation_samples))
     return found

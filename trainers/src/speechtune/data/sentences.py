@@ -123,7 +123,8 @@ def _draw_generic(rng: random.Random) -> Hashable:
 
 
 def _render_generic(key: Hashable, lang: str) -> Sentence:
-    name_i, action_i, place_i, time_i = key  # type: ignore[misc]
+    assert isinstance(key, tuple)
+    name_i, action_i, place_i, time_i = (int(part) for part in key)
     name = _NAMES[name_i][1 if lang == "bn" else 0]
     verb, obj = _ACTIONS[action_i][lang]
     place, time = _PLACES[place_i][lang], _TIMES[time_i][lang]

@@ -211,7 +211,7 @@ def render(wav: Path, item: Item) -> float:
         noisy = add_noise(samples, voice.noise_snr_db, np.random.default_rng(item.noise_seed))
         soundfile.write(str(wav), noisy, rate, subtype="PCM_16")
     info = soundfile.info(str(wav))
-    return info.frames / info.samplerate
+    return float(info.frames / info.samplerate)
 
 
 def _run(command: list[str], stdin: bytes) -> bytes:
@@ -223,13 +223,14 @@ def _run(command: list[str], stdin: bytes) -> bytes:
 
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Mixes white and brown (low-frequency, hum-like) noise at `snr_db` below the speech."""
-    white = rng.standard_normal(samples.shape[0]).astype(np.float32)
-    brown = np.cumsum(rng.standard_normal(samples.shape[0])).astype(np.float32)
+    white = rng.standard_normal(samples.shape[0], dtype=np.float32)
+    brown = np.cumsum(rng.standard_normal(samples.shape[0]), dtype=np.float32)
     brown -= np.linspace(brown[0], brown[-1], brown.shape[0], dtype=np.float32)  # no drift
     mix = white / (np.std(white) + 1e-9) + brown / (np.std(brown) + 1e-9)
     speech_power = float(np.mean(samples**2)) + 1e-12
     noise = mix * np.sqrt(speech_power / (10 ** (snr_db / 10)) / (float(np.mean(mix**2)) + 1e-12))
-    return np.clip(samples + noise, -1.0, 1.0)
+    mixed: np.ndarray = np.clip(samples + noise, -1.0, 1.0)
+    return mixed
 
 
 def _utterance(root: Path, item: Item, duration: float) -> manifest.Utterance:
