@@ -101,3 +101,10 @@ def test_unknown_csv_header_is_refused(tmp_path: Path) -> None:
     path.write_text("file,words\na.wav,hello\n")
     with pytest.raises(manifest.ManifestError, match="neither SpeechBrain"):
         manifest.read(path)
+
+
+def test_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffID,wav,duration,transcript\nu1,a.wav,1.0,hi\n".encode("utf-8"))
+    assert manifest.detect_format(path) == "speechbrain"
+    assert manifest.read(path)[0].id == "u1"

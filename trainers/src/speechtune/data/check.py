@@ -145,6 +145,8 @@ def preflight(
         problems += file_problems
         located += [(file, utt) for utt in file_utterances]
     problems += duplicate_ids(located)
+    order = {file: index for index, file in enumerate(files)}
+    problems.sort(key=lambda p: (order.get(p.file, len(files)), p.line))  # stable: row order kept
     return Report(problems, summarize([utt for _, utt in located]))
 
 

@@ -75,7 +75,7 @@ def detect_format(path: Path) -> Format:
         return "nemo"
     if suffix != ".csv":
         raise ManifestError(path, 0, None, "unknown manifest extension (want .json, .jsonl or .csv)")
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
         header = next(csv.reader(f), [])
     return format_from_header(path, header)
 
@@ -126,7 +126,7 @@ def _read_json_rows(path: Path) -> Iterator[Row]:
 
 
 def _read_csv_rows(path: Path) -> Iterator[Row]:
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
