@@ -100,7 +100,7 @@ INVALID: dict[str, tuple[Edit, str, str, str]] = {
                                             "spec.training.valCheckInterval", "must not exceed"),
     "unknown pnc": (set_path("spec.data.pnc", "maybe"), "canary", "spec.data.pnc", "Unsupported value"),
     "name too long for pod names": (set_path("metadata.name", "x" * 49), "speechbrain-atc0", "metadata.name",
-                                    "at most 48"),
+                                    "Too long"),
     "toleration Exists with a value": (set_path("spec.resources.tolerations", [{"key": "k", "operator": "Exists",
                                                                                 "value": "v"}]),
                                        "speechbrain-atc0", "spec.resources.tolerations[0]", "must not set a value"),
