@@ -1,0 +1,202 @@
+"""HFCTCEngine: the MMS Banglish guide's fine-tuning, on transformers 5 and peft.
+
+prepare() reads the settings, creates the tiny base model when asked, builds or grows
+the vocabulary, loads the model, makes the mode's parameters trainable and restores the
+newest checkpoint; train() runs the loop; evaluate() decodes a manifest; export() writes
+the Hugging Face folder (see export.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import transformers
+from transformers import Wav2Vec2Processor
+
+from speechtune.data import normalize
+from speechtune.engines import base
+from speechtune.engines.hf_ctc import batches as batches_mod
+from speechtune.engines.hf_ctc import checkpoints
+from speechtune.engines.hf_ctc import decoding
+from speechtune.engines.hf_ctc import export as export_mod
+from speechtune.engines.hf_ctc import loop as loop_mod
+from speechtune.engines.hf_ctc import modelling
+from speechtune.engines.hf_ctc import settings as settings_mod
+from speechtune.engines.hf_ctc import vocab as vocab_mod
+
+EXPORT_SUBDIR = "model"
+TOKENIZER_SUBDIR = "tokenizer"
+
+
+class HFCTCEngine:
+    """The `hf-ctc` engine (see speechtune.engines.base.Engine)."""
+
+    def __init__(self) -> None:
+        self._loop: loop_mod.Loop | None = None
+        self._processor: Wav2Vec2Processor | None = None
+        self._hf: settings_mod.HFSettings | None = None
+        self._facts: dict[str, Any] = {}
+
+    def prepare(self, ctx: base.RunContext) -> None:
+        hf, source = settings_mod.from_spec(ctx.spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
+        self._hf = hf
+        _seed_everything(hf.seed)
+        cache_dir = ctx.model_dir if source.local_dir is None else None
+        ensure_base_model(source, ctx.reporter, seed=hf.seed)
+        normalizer = normalize.get(hf.normalization)
+        train_examples = batches_mod.examples(ctx.data.train, normalizer)
+        val_examples = batches_mod.examples(ctx.data.validation, normalizer)
+        if not train_examples:
+            raise ValueError(f"spec.data.train: {ctx.data.train} has no utterances")
+        if not val_examples:
+            raise ValueError(f"spec.data.validation: {ctx.data.validation} has no utterances")
+
+        pretrained = None if hf.vocabulary == "build" else modelling.load_pretrained_vocabulary(source, hf.adapter_lang, cache_dir)
+        if hf.vocabulary == "extend" and pretrained is None:
+            raise ValueError(
+                f"spec.training.overrides.vocabulary: extend needs a model with a tokenizer for "
+                f"{hf.adapter_lang!r}; {source.name_or_path} has none"
+            )
+        texts = [e.text for e in train_examples]
+        if pretrained is not None:
+            vocab, added = vocab_mod.extend(pretrained, texts, hf.extra_characters)
+        else:
+            vocab, added = vocab_mod.build(texts), vocab_mod.characters(texts)
+        tokenizer = vocab_mod.save_tokenizer(vocab, ctx.run_dir / TOKENIZER_SUBDIR)
+        feature_extractor = modelling.load_feature_extractor(source, cache_dir)
+        self._processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+        model, adapter_loaded = modelling.load_model(
+            source, adapter_lang=hf.adapter_lang, model_config=hf.model_config, cache_dir=cache_dir
+        )
+        modelling.fit_head(model, vocab, keep_rows=pretrained is not None)
+        if hf.gradient_checkpointing:
+            # Non-reentrant: with a frozen encoder the checkpointed layers' inputs need no
+            # grad, which the reentrant variant would turn into missing gradients.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainable = modelling.make_trainable(model, hf, fresh_adapter=not adapter_loaded and pretrained is None)
+        device = ctx.device
+        trainable.to(device)
+        autocast = mixed_precision(hf.precision, device, ctx.reporter)
+        n_trainable, n_total = modelling.count_parameters(trainable)
+        self._facts = {
+            "mode": hf.mode, "trainable_parameters": n_trainable, "total_parameters": n_total,
+            "vocab_size": len(vocab), "added_characters": "".join(added), "adapter_lang": hf.adapter_lang,
+            "adapter_loaded": adapter_loaded,
+        }
+        ctx.reporter.log(
+            f"hf-ctc: {hf.mode} fine-tuning of {source.name_or_path}: {n_trainable:,} of {n_total:,} parameters "
+            f"trainable; vocabulary {len(vocab)} ({'extended' if pretrained is not None else 'built'}, "
+            f"added {''.join(added)!r})"
+        )
+
+        optimizer = torch.optim.AdamW(
+            [p for p in trainable.parameters() if p.requires_grad], lr=hf.learning_rate, weight_decay=hf.weight_decay
+        )
+        train_set = batches_mod.AudioDataset(train_examples, feature_extractor.sampling_rate)
+        loop = loop_mod.Loop(
+            hf=hf, model=trainable, optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),  # replaced below
+            scaler=torch.amp.GradScaler(device.split(":")[0], enabled=hf.precision == "fp16" and device != "cpu"),
+            train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
+            collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=autocast,
+            total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,
+        )
+        loop.batches_per_epoch = len(loop_mod.epoch_batches(loop, 0))
+        loop.total_steps = loop_mod.total_steps(hf, loop.batches_per_epoch)
+        loop.scheduler = transformers.get_linear_schedule_with_warmup(optimizer, hf.warmup_steps, loop.total_steps)
+        newest = checkpoints.newest(ctx.checkpoint_dir) if ctx.resume else None
+        if newest is not None:
+            loop.state = checkpoints.load(newest, model=trainable, optimizers=loop.optimizers())
+            ctx.reporter.log(f"hf-ctc: resumed from {newest} (step {loop.state.step})")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            loop.model = torch.nn.parallel.DistributedDataParallel(trainable)
+        ctx.reporter.set_max_steps(loop.total_steps)
+        self._loop = loop
+
+    def train(self, ctx: base.RunContext) -> base.TrainResult:
+        loop = self._require_loop()
+        stopped = loop_mod.run(loop, ctx)
+        best = checkpoints.best(ctx.checkpoint_dir)
+        if not stopped and best is not None and checkpoints.state_of(best).step != loop.state.step:
+            # Like load_best_model_at_end: evaluate and export the best validated weights.
+            checkpoints.load(best, model=modelling.unwrap_ddp(loop.model), optimizers=None)
+            ctx.reporter.log(f"hf-ctc: restored the best checkpoint {best.name} for evaluation and export")
+        steps_per_epoch = max(1, -(-loop.batches_per_epoch // loop.hf.grad_accumulation))
+        return base.TrainResult(
+            steps=loop.state.step,
+            epochs=loop.state.epoch + loop.state.batch_in_epoch / max(1, loop.batches_per_epoch),
+            train_loss=loop.state.train_loss,
+            val_loss=loop.state.val_loss,
+            best_checkpoint=best,
+            stopped_early=stopped,
+            extra={**self._facts, "steps_per_epoch": steps_per_epoch},
+        )
+
+    def evaluate(self, ctx: base.RunContext, manifest: Path) -> Sequence[base.Hypothesis]:
+        loop, hf = self._require_loop(), self._hf
+        assert hf is not None
+        items = batches_mod.examples(manifest, normalize.get(hf.normalization))
+        dataset = batches_mod.AudioDataset(items, loop.collator.feature_extractor.sampling_rate)
+        order = sorted(range(len(items)), key=lambda i: items[i].duration, reverse=True)
+        groups = [order[i : i + hf.eval_batch_size] for i in range(0, len(order), hf.eval_batch_size)]
+        data = batches_mod.loader(dataset, groups, loop.collator, num_workers=hf.num_workers)
+        decoded, _ = decoding.run(loop.model, data, loop.collator.tokenizer, device=loop.device, autocast=loop.autocast)
+        language = (ctx.spec.get("data") or {}).get("targetLang")
+        by_index = {d.index: d.text for d in decoded}
+        return [
+            base.Hypothesis(utt_id=e.utt_id, reference=e.raw_text, hypothesis=by_index[i], language=language, duration=e.duration)
+            for i, e in enumerate(items)
+        ]
+
+    def export(self, ctx: base.RunContext) -> Path:
+        loop, hf, processor = self._require_loop(), self._hf, self._processor
+        assert hf is not None and processor is not None
+        directory = ctx.run_dir / EXPORT_SUBDIR
+        plain = export_mod.write(
+            modelling.unwrap_ddp(loop.model), processor, directory, mode=hf.mode, adapter_lang=hf.adapter_lang
+        )
+        loop.model = plain  # a merged LoRA model decodes the same, without the peft wrapper
+        return directory
+
+    def _require_loop(self) -> loop_mod.Loop:
+        if self._loop is None:
+            raise RuntimeError("HFCTCEngine: prepare() must run first")
+        return self._loop
+
+
+def ensure_base_model(source: settings_mod.ModelSource, reporter: base.Reporter, *, seed: int) -> None:
+    """Creates the tiny base model on first use when createBaseModel asks for it."""
+    if source.local_dir is None or (source.local_dir / "config.json").exists():
+        return
+    if source.create_config is None:
+        raise ValueError(
+            f"spec.model.path: {source.local_dir} holds no Hugging Face model (no config.json); "
+            "set spec.training.overrides.createBaseModel to create a tiny one there"
+        )
+    modelling.create_base_model(source.local_dir, source.create_config, seed=seed)
+    reporter.log(f"hf-ctc: created a randomly initialised base model in {source.local_dir}")
+
+
+def mixed_precision(precision: str, device: str, reporter: base.Reporter) -> Any:
+    """A factory of autocast contexts for the job's precision. On the CPU a GPU job file
+    still runs (the same YAML works on a laptop), in fp32, with a note in the log."""
+    if precision == "fp32":
+        return loop_mod.no_autocast
+    if device == "cpu":
+        reporter.log(f"hf-ctc: spec.training.precision {precision} needs a GPU; training in fp32 on the CPU")
+        return loop_mod.no_autocast
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return functools.partial(torch.autocast, device_type=device.split(":")[0], dtype=dtype)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+

@@ -1,0 +1,191 @@
+"""The hf-ctc engine's settings, read once from a validated FinetuneJob spec.
+
+The CRD has already checked types and applied defaults; this module adds what only the
+engine knows: which `training.overrides` keys it understands, the adapter language code
+and the fall-backs for a CPU run of a GPU job file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+Mode = Literal["none", "lora", "adapters"]
+VocabularyPolicy = Literal["auto", "build", "extend"]
+
+# MMS names its language adapters and nested vocabularies by ISO 639-3 codes; jobs usually
+# say ISO 639-1 (`targetLang: bn`). Only codes MMS has adapters for are worth listing.
+ISO639_3 = {
+    "bn": "ben", "en": "eng", "de": "deu", "fr": "fra", "es": "spa", "hi": "hin", "ur": "urd",
+    "ar": "ara", "zh": "cmn", "pt": "por", "ru": "rus", "ja": "jpn", "it": "ita", "nl": "nld",
+    "ta": "tam", "te": "tel", "mr": "mar", "gu": "guj", "pa": "pan", "ne": "npi", "as": "asm",
+}
+
+# A wav2vec2 small enough to train on two CPU cores: MMS's architecture (pre-norm
+# transformer, attention adapters in every layer) at a few hundred thousand parameters.
+# The feature encoder is two convolutions, the first a learnable 25 ms / 10 ms filterbank,
+# instead of wav2vec2's seven-layer stack: same 20 ms frames, but it leaves CTC's
+# all-blank plateau within a hundred steps on a CPU, where the deep stack needs many more.
+TINY_BASE_MODEL: Mapping[str, Any] = {
+    "hidden_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 192,
+    "conv_dim": [128, 96],
+    "conv_stride": [160, 2],
+    "conv_kernel": [400, 2],
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "num_conv_pos_embeddings": 32,
+    "num_conv_pos_embedding_groups": 4,
+    "adapter_attn_dim": 16,
+    "mask_time_prob": 0.0,
+    "layerdrop": 0.0,
+}
+
+# Characters the guide adds to MMS's vocabulary for phone numbers, IDs and English words.
+DEFAULT_EXTRA_CHARACTERS = string.digits + string.ascii_lowercase
+
+# Engine-native keys of `spec.training.overrides`, with what each one does.
+OVERRIDE_KEYS: Mapping[str, str] = {
+    "createBaseModel": "true or a mapping of Wav2Vec2Config keys: when model.path names a folder "
+    "without config.json, a randomly initialised wav2vec2 of that shape is created there first",
+    "adapterLang": "language code of the MMS adapter (default: spec.data.targetLang as ISO 639-3)",
+    "vocabulary": "auto (extend the model's tokenizer if it has one, else build), build or extend",
+    "extraCharacters": "characters added to an extended vocabulary (default: digits and a-z)",
+    "freezeFeatureEncoder": "keep the convolutional feature encoder frozen (default true)",
+    "gradientCheckpointing": "recompute activations in backward to save memory (default false)",
+    "modelConfig": "Wav2Vec2Config keys passed to from_pretrained (dropouts, mask_time_prob, ...)",
+    "weightDecay": "AdamW weight decay (default 0.0)",
+    "evalBatchSize": "utterances per batch when validating and decoding (default: batchSize)",
+    "numWorkers": "data-loader worker processes (default 0)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where the starting weights come from: a hub name or a local folder."""
+
+    name_or_path: str  # passed to from_pretrained
+    local_dir: Path | None  # set when the source is a folder on disk
+    create_config: Mapping[str, Any] | None  # createBaseModel: build the folder when missing
+
+
+@dataclasses.dataclass(frozen=True)
+class HFSettings:
+    mode: Mode
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
+    lora_targets: tuple[str, ...]
+    adapter_lang: str
+    normalization: str
+    vocabulary: VocabularyPolicy
+    extra_characters: str
+    freeze_feature_encoder: bool
+    gradient_checkpointing: bool
+    model_config: Mapping[str, Any]
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    max_steps: int | None
+    epochs: int | None
+    batch_size: int
+    batch_duration: float | None
+    eval_batch_size: int
+    grad_accumulation: int
+    precision: Literal["fp32", "bf16", "fp16"]
+    gradient_clip: float | None
+    val_check_interval: int | None
+    limit_val_batches: int | None
+    seed: int
+    save_top_k: int
+    num_workers: int
+
+
+def from_spec(spec: Mapping[str, Any], *, max_steps: int | None, model_dir: Path | None) -> tuple[HFSettings, ModelSource]:
+    """Reads the engine's settings; raises ValueError naming the offending field."""
+    training = spec.get("training") or {}
+    peft = training.get("peft") or {}
+    overrides = dict(training.get("overrides") or {})
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"spec.training.overrides.{unknown[0]}: not an hf-ctc setting (known: {', '.join(OVERRIDE_KEYS)})"
+        )
+    target_lang = (spec.get("data") or {}).get("targetLang") or "en"
+    vocabulary = overrides.get("vocabulary", "auto")
+    if vocabulary not in ("auto", "build", "extend"):
+        raise ValueError(f"spec.training.overrides.vocabulary: want auto, build or extend, got {vocabulary!r}")
+    model_config = overrides.get("modelConfig") or {}
+    if not isinstance(model_config, Mapping):
+        raise ValueError("spec.training.overrides.modelConfig: want a mapping of Wav2Vec2Config keys")
+    batch_size = int(training.get("batchSize") or 8)
+    settings = HFSettings(
+        mode=peft.get("method", "none"),
+        lora_r=int(peft.get("r", 16)),
+        lora_alpha=float(peft.get("alpha", 32)),
+        lora_dropout=float(peft.get("dropout", 0.05)),
+        lora_targets=tuple(peft.get("targetModules") or ("q_proj", "v_proj")),
+        adapter_lang=str(overrides.get("adapterLang") or ISO639_3.get(target_lang, target_lang)),
+        normalization=(spec.get("data") or {}).get("normalization", "none"),
+        vocabulary=vocabulary,
+        extra_characters=str(overrides.get("extraCharacters", DEFAULT_EXTRA_CHARACTERS)),
+        freeze_feature_encoder=_flag(overrides, "freezeFeatureEncoder", True),
+        gradient_checkpointing=_flag(overrides, "gradientCheckpointing", False),
+        model_config=dict(model_config),
+        learning_rate=float(training.get("learningRate", 1e-4)),
+        weight_decay=float(overrides.get("weightDecay", 0.0)),
+        warmup_steps=int(training.get("warmupSteps", 0)),
+        max_steps=max_steps if max_steps is not None else training.get("maxSteps"),
+        epochs=training.get("epochs"),
+        batch_size=batch_size,
+        batch_duration=training.get("batchDuration"),
+        eval_batch_size=int(overrides.get("evalBatchSize", batch_size)),
+        grad_accumulation=int(training.get("gradAccumulation", 1)),
+        precision=training.get("precision", "fp32"),
+        gradient_clip=training.get("gradientClipVal") or None,
+        val_check_interval=training.get("valCheckInterval"),
+        limit_val_batches=training.get("limitValBatches"),
+        seed=int(training.get("seed", 1234)),
+        save_top_k=int((spec.get("output") or {}).get("saveTopK", 5)),
+        num_workers=int(overrides.get("numWorkers", 0)),
+    )
+    if settings.max_steps is None and settings.epochs is None:
+        raise ValueError("spec.training.maxSteps: set maxSteps or epochs")
+    return settings, model_source(spec, overrides, model_dir)
+
+
+def model_source(spec: Mapping[str, Any], overrides: Mapping[str, Any], model_dir: Path | None) -> ModelSource:
+    """Resolves spec.model against the model volume (relative paths live on it)."""
+    model = spec.get("model") or {}
+    create = overrides.get("createBaseModel")
+    create_config: Mapping[str, Any] | None = None
+    if create:
+        if create is True:
+            create_config = dict(TINY_BASE_MODEL)
+        elif isinstance(create, Mapping):
+            create_config = {**TINY_BASE_MODEL, **create}
+        else:
+            raise ValueError("spec.training.overrides.createBaseModel: want true or a mapping of Wav2Vec2Config keys")
+    if model.get("pretrained"):
+        if create_config is not None:
+            raise ValueError("spec.training.overrides.createBaseModel: needs model.path, not model.pretrained")
+        return ModelSource(model["pretrained"], None, None)
+    if not model.get("path"):
+        raise ValueError("spec.model: hf-ctc needs model.pretrained or model.path (a folder, or createBaseModel)")
+    path = Path(model["path"])
+    if not path.is_absolute():
+        if model_dir is None:
+            raise ValueError(f"spec.model.path: {path} is relative but no model volume is mounted (spec.model.volume)")
+        path = model_dir / path
+    return ModelSource(str(path), path, create_config)
+
+
+def _flag(overrides: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = overrides.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"spec.training.overrides.{key}: want true or false, got {value!r}")
+    return value

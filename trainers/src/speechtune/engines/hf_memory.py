@@ -1,0 +1,283 @@
+"""Will an hf-ctc job fit on its GPU? A memory estimate shown by `speechtune validate`.
+
+Counts what the hf-ctc engine actually allocates: fp32 trainable weights, AdamW's two
+fp32 moments and fp32 gradients for them; frozen weights in half precision for LoRA and
+adapters under fp16/bf16 (the guide's `torch_dtype=float16`), in fp32 otherwise, plus the
+half-precision copies autocast keeps for backward; activations of the transformer layers
+(Korthikanti et al. 2022, ~34 bytes per token and hidden unit per layer in 16-bit, with
+SDPA attention storing no score matrix) and of the convolutional feature encoder when it
+trains; and a fixed allowance for the CUDA context and allocator slack.
+
+For the guide's model (facebook/mms-1b-all, ~965 M parameters, batch 2) that gives about
+20 GiB for full fine-tuning in fp16 (the guide: 14-16 GB, "no" on a 12 GB card) and about
+5 GiB for LoRA (the guide: 6-8 GB, fits an 8 GB card). Pure arithmetic: no torch import,
+so validation stays fast in the operator's world too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+GIB = 2**30
+DEFAULT_GPU_MEMORY_GIB = 16  # a T4/V100-16GB class card, the smallest common cloud GPU
+ASSUMED_UTTERANCE_SECONDS = 10.0  # longest utterance a batch is sized for (MMS phrases)
+FRAMES_PER_SECOND = 50  # wav2vec2's 20 ms frames
+SAMPLE_RATE = 16_000
+CUDA_OVERHEAD_GIB = 1.0  # CUDA context, cuDNN/cuBLAS workspaces, allocator fragmentation
+ACTIVATION_FACTOR = 34  # bytes per (token x hidden unit) per layer at 16-bit (Korthikanti)
+EXTRA_VOCABULARY = 36  # digits and Latin letters the engine adds to the head
+LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """The wav2vec2 shape numbers that decide its size."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    conv_dim: tuple[int, ...] = (512,) * 7
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    adapter_dim: int | None = None
+    vocab: int = 32
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Architecture":
+        """From a Hugging Face config.json (or createBaseModel values), with wav2vec2's defaults."""
+        base = cls(hidden=768, layers=12, intermediate=3072)
+        return cls(
+            hidden=int(config.get("hidden_size", base.hidden)),
+            layers=int(config.get("num_hidden_layers", base.layers)),
+            intermediate=int(config.get("intermediate_size", base.intermediate)),
+            conv_dim=tuple(config.get("conv_dim", base.conv_dim)),
+            conv_kernel=tuple(config.get("conv_kernel", base.conv_kernel)),
+            conv_stride=tuple(config.get("conv_stride", base.conv_stride)),
+            pos_conv_kernel=int(config.get("num_conv_pos_embeddings", base.pos_conv_kernel)),
+            pos_conv_groups=int(config.get("num_conv_pos_embedding_groups", base.pos_conv_groups)),
+            adapter_dim=config.get("adapter_attn_dim"),
+            vocab=int(config.get("vocab_size") or base.vocab),
+        )
+
+
+_MMS_1B = Architecture(hidden=1280, layers=48, intermediate=5120, adapter_dim=16, vocab=154)
+_LARGE = Architecture(hidden=1024, layers=24, intermediate=4096)
+# Hub models whose config.json we cannot read offline at validation time.
+KNOWN_MODELS: Mapping[str, Architecture] = {
+    "facebook/mms-1b-all": _MMS_1B,
+    "facebook/mms-1b-fl102": _MMS_1B,
+    "facebook/mms-1b-l1107": _MMS_1B,
+    "facebook/mms-1b": dataclasses.replace(_MMS_1B, adapter_dim=None),
+    "facebook/mms-300m": _LARGE,
+    "facebook/wav2vec2-xls-r-300m": _LARGE,
+    "facebook/wav2vec2-xls-r-1b": dataclasses.replace(_MMS_1B, adapter_dim=None),
+    "facebook/wav2vec2-xls-r-2b": Architecture(hidden=1920, layers=48, intermediate=7680),
+    "facebook/wav2vec2-large-xlsr-53": _LARGE,
+    "facebook/wav2vec2-base": Architecture(hidden=768, layers=12, intermediate=3072),
+    "facebook/wav2vec2-large": _LARGE,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    total_parameters: int
+    trainable_parameters: int
+    weights: float  # bytes
+    gradients: float
+    optimizer: float
+    activations: float
+    overhead: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+    def breakdown(self) -> str:
+        parts = ("weights", "gradients", "optimizer", "activations", "overhead")
+        return ", ".join(f"{name} {getattr(self, name) / GIB:.1f}" for name in parts)
+
+
+# --- parameter counts ---------------------------------------------------------------
+
+
+def feature_encoder_parameters(arch: Architecture) -> int:
+    channels = (1, *arch.conv_dim)
+    convs = sum(k * cin * cout for k, cin, cout in zip(arch.conv_kernel, channels, channels[1:]))
+    return convs + 2 * sum(arch.conv_dim)  # + a layer norm per convolution (MMS's "layer" mode)
+
+
+def adapter_parameters(arch: Architecture) -> int:
+    """MMS attention adapters: per layer a layer norm and a down/up projection."""
+    if arch.adapter_dim is None:
+        return 0
+    h, a = arch.hidden, arch.adapter_dim
+    return arch.layers * (2 * h + (h * a + a) + (a * h + h))
+
+
+def head_parameters(arch: Architecture, vocab: int) -> int:
+    return arch.hidden * vocab + vocab
+
+
+def total_parameters(arch: Architecture, vocab: int) -> int:
+    h, f = arch.hidden, arch.intermediate
+    projection = 2 * arch.conv_dim[-1] + arch.conv_dim[-1] * h + h
+    positional = h * (h // arch.pos_conv_groups) * arch.pos_conv_kernel + h
+    layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
+    return (
+        feature_encoder_parameters(arch) + projection + positional + arch.layers * layer + 2 * h
+        + adapter_parameters(arch) + head_parameters(arch, vocab) + h  # + masked_spec_embed
+    )
+
+
+def lora_parameters(arch: Architecture, r: int, targets: Sequence[str]) -> int:
+    """A LoRA pair (r x in + out x r) on every matching linear layer of every layer."""
+    h, f = arch.hidden, arch.intermediate
+    shapes = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "out_proj": (h, h),
+              "intermediate_dense": (h, f), "output_dense": (f, h)}
+    per_layer = sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+    return arch.layers * per_layer
+
+
+# --- the estimate -------------------------------------------------------------------
+
+
+def estimate(
+    arch: Architecture, *, mode: str, precision: str, utterances: float, seconds: float,
+    lora_r: int = 16, lora_targets: Sequence[str] = LORA_DEFAULT_TARGETS,
+    freeze_feature_encoder: bool = True, gradient_checkpointing: bool = False, on_gpu: bool = True,
+) -> Estimate:
+    """Peak training memory of one process for a batch of `utterances` x `seconds`."""
+    vocab = arch.vocab + EXTRA_VOCABULARY
+    total = total_parameters(arch, vocab)
+    head = head_parameters(arch, vocab)
+    if mode == "adapters":
+        trainable = adapter_parameters(arch) + head
+    elif mode == "lora":
+        trainable = lora_parameters(arch, lora_r, lora_targets) + head
+        total += trainable - head  # LoRA adds its matrices; the head is copied (modules_to_save)
+    else:
+        trainable = total - (feature_encoder_parameters(arch) if freeze_feature_encoder else 0)
+    mixed = precision in ("fp16", "bf16") and on_gpu
+    frozen = total - trainable
+    # Frozen weights sit in half precision for the PEFT modes; autocast keeps half copies
+    # of the fp32 weights it multiplies for the backward pass.
+    frozen_bytes = 2 if mixed and mode != "none" else 4
+    autocast_copies = 2 * total if mixed and mode == "none" else 0
+    weights = frozen * frozen_bytes + trainable * 4 + autocast_copies
+    act_bytes = 1 if mixed else 2  # ACTIVATION_FACTOR is for 16-bit activations
+    tokens = utterances * seconds * FRAMES_PER_SECOND
+    per_layer = ACTIVATION_FACTOR * tokens * arch.hidden * act_bytes
+    if gradient_checkpointing:  # keep each layer's input, recompute one layer at a time
+        layers = arch.layers * 2 * tokens * arch.hidden * act_bytes + per_layer
+    else:
+        layers = arch.layers * per_layer
+    encoder = 0.0 if mode != "none" or freeze_feature_encoder else _feature_encoder_activations(arch, utterances * seconds, act_bytes)
+    return Estimate(
+        total_parameters=total, trainable_parameters=trainable, weights=weights,
+        gradients=trainable * 4.0, optimizer=trainable * 8.0,
+        activations=layers + encoder, overhead=CUDA_OVERHEAD_GIB * GIB if on_gpu else 0.0,
+    )
+
+
+def _feature_encoder_activations(arch: Architecture, audio_seconds: float, act_bytes: int) -> float:
+    """Each convolution keeps its output, normalised output and GELU output (2 bytes each at 16-bit)."""
+    samples, total = audio_seconds * SAMPLE_RATE, 0.0
+    for dim, stride in zip(arch.conv_dim, arch.conv_stride):
+        samples /= stride
+        total += 3 * samples * dim * 2 * act_bytes
+    return total
+
+
+# --- the spec check -----------------------------------------------------------------
+
+
+def check_spec(spec: Mapping[str, Any]) -> list[str]:
+    """Readable memory lines for `speechtune validate`; ValueError naming
+    spec.resources.gpuMemoryGiB (or .memory on a CPU job) when the job cannot fit."""
+    training = spec.get("training") or {}
+    overrides = training.get("overrides") or {}
+    peft = training.get("peft") or {}
+    resources = spec.get("resources") or {}
+    arch, name = _architecture(spec)
+    if arch is None:
+        return [f"memory: no estimate for {name} (unknown architecture and no readable config.json)"]
+    mode = peft.get("method", "none")
+    precision = training.get("precision", "fp32")
+    on_gpu = int(resources.get("gpusPerNode", 0) or 0) > 0
+    utterances, seconds = _batch_shape(training)
+    result = estimate(
+        arch, mode=mode, precision=precision, utterances=utterances, seconds=seconds,
+        lora_r=int(peft.get("r", 16)), lora_targets=tuple(peft.get("targetModules") or LORA_DEFAULT_TARGETS),
+        freeze_feature_encoder=bool(overrides.get("freezeFeatureEncoder", True)),
+        gradient_checkpointing=bool(overrides.get("gradientCheckpointing", False)), on_gpu=on_gpu,
+    )
+    if on_gpu:
+        field = "spec.resources.gpuMemoryGiB"
+        given = resources.get("gpuMemoryGiB")
+        capacity = float(given or DEFAULT_GPU_MEMORY_GIB)
+        where = f"{capacity:g} GiB GPU" + ("" if given else f" (assumed; set {field})")
+    else:
+        field = "spec.resources.memory"
+        capacity = _quantity_gib(resources.get("memory", "16Gi"))
+        where = f"{capacity:g} GiB of pod memory (CPU training)"
+    lines = [
+        f"memory: {name}: {result.total_parameters / 1e6:,.1f} M parameters, "
+        f"{result.trainable_parameters / 1e6:,.2f} M trainable ({mode}, {precision})",
+        f"memory: batch {utterances:g} x {seconds:g} s: {result.breakdown()} = "
+        f"{result.total / GIB:.1f} GiB of {where}",
+    ]
+    if result.total > capacity * GIB:
+        hints = "spec.training.peft.method lora or adapters" if mode == "none" else "a smaller spec.training.batchSize"
+        raise ValueError(
+            f"{field}: {mode} fine-tuning of {name} needs about {result.total / GIB:.1f} GiB "
+            f"({result.breakdown()} GiB) but has {capacity:g} GiB; use {hints}, "
+            "or spec.training.overrides.gradientCheckpointing: true"
+        )
+    return lines
+
+
+def _architecture(spec: Mapping[str, Any]) -> tuple[Architecture | None, str]:
+    model = spec.get("model") or {}
+    overrides = (spec.get("training") or {}).get("overrides") or {}
+    name = model.get("pretrained") or model.get("path") or "a model from scratch"
+    if model.get("pretrained") in KNOWN_MODELS:
+        return KNOWN_MODELS[model["pretrained"]], name
+    config_file = Path(model.get("path") or model.get("pretrained") or "") / "config.json"
+    if model.get("path") and config_file.is_file():
+        return Architecture.from_config(json.loads(config_file.read_text())), name
+    create = overrides.get("createBaseModel")
+    if create:
+        from speechtune.engines.hf_ctc import settings  # torch-free module
+
+        return Architecture.from_config({**settings.TINY_BASE_MODEL, **(create if isinstance(create, Mapping) else {})}), name
+    return None, name
+
+
+def _batch_shape(training: Mapping[str, Any]) -> tuple[float, float]:
+    """(utterances, seconds each) of the largest batch the engine may form."""
+    batch_size = int(training.get("batchSize") or 8)
+    duration = training.get("batchDuration")
+    if duration:  # the engine caps padded seconds per batch (and utterances at batchSize)
+        seconds = min(float(duration), ASSUMED_UTTERANCE_SECONDS)
+        return min(float(batch_size), max(1.0, float(duration) / seconds)), seconds
+    return float(batch_size), ASSUMED_UTTERANCE_SECONDS
+
+
+_QUANTITY = re.compile(r"^([0-9.]+)([KMGTPE]i?|[numk])?$")
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+          "K": 1e3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3}
+
+
+def _quantity_gib(value: Any) -> float:
+    """A Kubernetes memory quantity ("24Gi", "16G", 17179869184) in GiB."""
+    match = _QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"spec.resources.memory: cannot read {value!r} as a memory quantity")
+    number, unit = float(match.group(1)), match.group(2)
+    return number * _UNITS.get(unit or "", 1) / GIB
