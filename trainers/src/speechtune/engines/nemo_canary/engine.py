@@ -315,7 +315,10 @@ class NemoCanaryEngine:
 
     def _test(self) -> dict[str, float]:
         """NeMo's own test_ds pass (loss, WER on ASR rows, BLEU on translation rows)."""
-        results = self.trainer.test(self.model, verbose=False)
+        # exp_manager pointed ckpt_path at the checkpoint this run resumed from, which
+        # top-k rotation may have deleted since: test the weights in memory instead.
+        self.trainer.ckpt_path = None
+        results = self.trainer.test(self.model, ckpt_path=None, verbose=False)
         merged: dict[str, float] = {}
         for result in results or []:
             merged.update({key: float(value) for key, value in result.items()})
