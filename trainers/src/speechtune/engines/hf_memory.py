@@ -47,6 +47,7 @@ class Architecture:
     pos_conv_groups: int = 16
     adapter_dim: int | None = None
     vocab: int = 32
+    masked_embedding: bool = True  # SpecAugment's learned mask vector (when masking is on)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Architecture":
@@ -63,6 +64,7 @@ class Architecture:
             pos_conv_groups=int(config.get("num_conv_pos_embedding_groups", base.pos_conv_groups)),
             adapter_dim=config.get("adapter_attn_dim"),
             vocab=int(config.get("vocab_size") or base.vocab),
+            masked_embedding=config.get("mask_time_prob", 0.05) > 0 or config.get("mask_feature_prob", 0.0) > 0,
         )
 
 
@@ -100,7 +102,12 @@ class Estimate:
 
     def breakdown(self) -> str:
         parts = ("weights", "gradients", "optimizer", "activations", "overhead")
-        return ", ".join(f"{name} {getattr(self, name) / GIB:.1f}" for name in parts)
+        return ", ".join(f"{name} {readable(getattr(self, name))}" for name in parts)
+
+
+def readable(size: float) -> str:
+    """GiB with one decimal, or MiB below one GiB (tiny CPU models)."""
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / 2**20:.1f} MiB"
 
 
 # --- parameter counts ---------------------------------------------------------------
@@ -127,11 +134,12 @@ def head_parameters(arch: Architecture, vocab: int) -> int:
 def total_parameters(arch: Architecture, vocab: int) -> int:
     h, f = arch.hidden, arch.intermediate
     projection = 2 * arch.conv_dim[-1] + arch.conv_dim[-1] * h + h
-    positional = h * (h // arch.pos_conv_groups) * arch.pos_conv_kernel + h
+    # A weight-normed grouped convolution: direction (v), one magnitude per tap (g), bias.
+    positional = h * (h // arch.pos_conv_groups) * arch.pos_conv_kernel + arch.pos_conv_kernel + h
     layer = 4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
     return (
         feature_encoder_parameters(arch) + projection + positional + arch.layers * layer + 2 * h
-        + adapter_parameters(arch) + head_parameters(arch, vocab) + h  # + masked_spec_embed
+        + adapter_parameters(arch) + head_parameters(arch, vocab) + (h if arch.masked_embedding else 0)
     )
 
 
@@ -230,14 +238,15 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
         f"memory: {name}: {result.total_parameters / 1e6:,.1f} M parameters, "
         f"{result.trainable_parameters / 1e6:,.2f} M trainable ({mode}, {precision})",
         f"memory: batch {utterances:g} x {seconds:g} s: {result.breakdown()} = "
-        f"{result.total / GIB:.1f} GiB of {where}",
+        f"{readable(result.total)} of {where}",
     ]
     if result.total > capacity * GIB:
-        hints = "spec.training.peft.method lora or adapters" if mode == "none" else "a smaller spec.training.batchSize"
+        hints = ["spec.training.peft.method lora or adapters" if mode == "none" else "a smaller spec.training.batchSize"]
+        if not overrides.get("gradientCheckpointing"):
+            hints.append("spec.training.overrides.gradientCheckpointing: true")
         raise ValueError(
             f"{field}: {mode} fine-tuning of {name} needs about {result.total / GIB:.1f} GiB "
-            f"({result.breakdown()} GiB) but has {capacity:g} GiB; use {hints}, "
-            "or spec.training.overrides.gradientCheckpointing: true"
+            f"({result.breakdown()}) but has {capacity:g} GiB; use {' or '.join(hints)}"
         )
     return lines
 

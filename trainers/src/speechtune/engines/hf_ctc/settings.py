@@ -40,7 +40,7 @@ TINY_BASE_MODEL: Mapping[str, Any] = {
     "do_stable_layer_norm": True,
     "num_conv_pos_embeddings": 32,
     "num_conv_pos_embedding_groups": 4,
-    "adapter_attn_dim": 16,
+    "adapter_attn_dim": 32,
     "mask_time_prob": 0.0,
     "layerdrop": 0.0,
 }
