@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -53,6 +54,14 @@ def model_source(spec: Mapping[str, Any], model_dir: Path | None) -> ModelSource
     if model.get("pretrained"):
         return ModelSource(str(model["pretrained"]), is_hub_name=True)
     return None
+
+
+def use_model_volume_as_cache(model_dir: Path | None) -> None:
+    """Hub downloads land on (and are found again on) the model volume, unless the user
+    already chose a cache; offline clusters pre-fill it."""
+    if model_dir is not None:
+        os.environ.setdefault("HF_HOME", str(model_dir / "huggingface"))
+        os.environ.setdefault("NEMO_CACHE_DIR", str(model_dir / "nemo"))
 
 
 def load_pretrained(source: ModelSource) -> Any:
@@ -161,6 +170,8 @@ class NemoCanaryEngine:
             raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
 
         source = model_source(spec, ctx.model_dir)
+        if source is not None and source.is_hub_name:
+            use_model_volume_as_cache(ctx.model_dir)
         pretrained = load_pretrained(source) if source else None
         cfg = pretrained_config(pretrained) if pretrained is not None else nemo_config.base_config()
         layout = nemo_config.RunLayout(
@@ -393,5 +404,7 @@ def _default_slots(model: Any) -> dict[str, Any]:
     if not defaults:
         return {}
     turns = OmegaConf.to_container(defaults, resolve=True)
+    if not isinstance(turns, list):
+        return {}
     user = [turn for turn in turns if isinstance(turn, dict) and turn.get("role") == "user"]
     return dict(user[0].get("slots") or {}) if user else {}

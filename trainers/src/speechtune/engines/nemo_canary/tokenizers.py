@@ -101,7 +101,16 @@ def build_from_texts(
 
 def extract(model: object, out_dir: Path) -> dict[str, Path]:
     """Approach A: writes the pretrained model's tokenizers to out_dir/<lang>/ and returns them."""
+    from omegaconf import open_dict
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A restored model keeps its original `dir` next to the `nemo:` file entries; when that
+    # folder still exists locally, save_tokenizers tries to copy it as a file. The packed
+    # files are what we want, so the throwaway pretrained model forgets the old folders.
+    langs = model.cfg.tokenizer.get("langs") or {}  # type: ignore[attr-defined]
+    for lang in langs:
+        with open_dict(langs[lang]):
+            langs[lang].pop("dir", None)
     model.save_tokenizers(str(out_dir))  # type: ignore[attr-defined]
     return {p.name: p for p in sorted(out_dir.iterdir()) if p.is_dir() and (p / "tokenizer.model").exists()}
 
