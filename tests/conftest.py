@@ -65,10 +65,49 @@ def _external_cluster(kubeconfig: str) -> Cluster:
 
 
 def _import_localcluster():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(REPO / "hack" / "cluster"))
+    if str(REPO / "hack" / "cluster") not in sys.path:
+        sys.path.insert(0, str(REPO / "hack" / "cluster"))
     from localcluster import build, cluster  # noqa: PLC0415  (hack/ is not a package on sys.path)
 
     return build, cluster
+
+
+_BUILD_ERROR: list[str] = []  # set during collection, reported by the fixtures
+
+
+def _needs_binaries(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("cluster") is not None or "cluster" in fixtures or "helm" in fixtures
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Build missing control-plane binaries before any test starts: a cold build takes tens
+    of minutes on two cores, longer than the per-test timeout, which collection is not under."""
+    if os.environ.get("SPEECHTUNE_KUBECONFIG") or not any(_needs_binaries(item) for item in items):
+        return
+    build, _ = _import_localcluster()
+    try:
+        build.ensure_binaries()
+    except build.ToolchainMissing as error:
+        _BUILD_ERROR.append(str(error))
+
+
+def _binaries():  # type: ignore[no-untyped-def]
+    build, _ = _import_localcluster()
+    if _BUILD_ERROR:
+        pytest.fail(f"the local control plane cannot be built: {_BUILD_ERROR[0]}", pytrace=False)
+    try:
+        return build.ensure_binaries()
+    except build.ToolchainMissing as error:
+        # Never a skip: CI must say what is missing rather than pass without e2e tests.
+        pytest.fail(f"the local control plane cannot be built: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm binary (built from the Go module proxy like the control plane)."""
+    external = shutil.which("helm") if os.environ.get("SPEECHTUNE_KUBECONFIG") else None
+    return Path(external) if external else Path(_binaries().path("helm"))
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +116,9 @@ def cluster() -> Iterator[Cluster]:
     if external:
         yield _external_cluster(external)
         return
-    build, local = _import_localcluster()
+    bins = _binaries()
+    _, local = _import_localcluster()
     layout = local.default_layout()
-    try:
-        bins = build.ensure_binaries()
-    except build.ToolchainMissing as error:
-        # Never a skip: CI must say what is missing rather than pass without e2e tests.
-        pytest.fail(f"the local control plane cannot be built: {error}", pytrace=False)
     local.ensure_up(layout, started_by="pytest", user_pid=os.getpid())
     try:
         yield Cluster(

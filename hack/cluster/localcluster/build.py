@@ -194,6 +194,9 @@ def ensure_binaries(*, quiet: bool = False) -> versions.Binaries:
     # Two sessions starting at once must not both spend twenty minutes building.
     with (bins.dir.parent / f".{bins.dir.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in bins.dir.parent.glob("build-*"):  # left by a build that was killed
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         todo = missing_builds(bins)
         if todo:
             run_builds(todo, bins, quiet=quiet)

@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parents[3]
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
-# The training-operator reads its webhook certificate from this fixed folder (it expects a
-# Secret volume there in cluster); we copy the Secret's keys into it out of cluster.
-WEBHOOK_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
+# In cluster, the training-operator's webhook certificate is a Secret volume. Its webhook
+# server reads it from $TMPDIR/k8s-webhook-server/serving-certs (we point TMPDIR into
+# .cluster/), while its cert rotator only checks that a file exists at this fixed path.
+ROTATOR_CERT_CHECK = Path("/tmp/k8s-webhook-server/serving-certs/tls.crt")
 # Start order; `down` stops in reverse.
 COMPONENTS = (
     "etcd",
@@ -71,6 +72,14 @@ class Layout:
     def users(self) -> Path:
         return self.root / "users"
 
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def webhook_cert_dir(self) -> Path:
+        return self.tmp / "k8s-webhook-server" / "serving-certs"
+
     def component_kubeconfig(self, identity: pki.ClientIdentity) -> Path:
         return self.pki / f"{identity.name}.kubeconfig"
 
@@ -79,7 +88,9 @@ class Layout:
 
 
 def default_layout() -> Layout:
-    return Layout(root=REPO / ".cluster")
+    """`<repo>/.cluster`, or $SPEECHTUNE_CLUSTER_DIR (a second, independent cluster)."""
+    override = os.environ.get("SPEECHTUNE_CLUSTER_DIR")
+    return Layout(root=Path(override).resolve() if override else REPO / ".cluster")
 
 
 # ---------------------------------------------------------------- state
@@ -143,6 +154,9 @@ def component_argv(name: str, bins: versions.Binaries, layout: Layout, ports: di
             "--authorization-mode=RBAC",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
+            # New nodes get a not-ready taint that only the node lifecycle controller lifts,
+            # and that controller is off (see kube-controller-manager below).
+            "--disable-admission-plugins=TaintNodesByCondition",
             # The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
@@ -215,6 +229,7 @@ def component_env(name: str, layout: Layout) -> dict[str, str] | None:
     env = dict(os.environ)
     env["KUBECONFIG"] = str(layout.kubeconfig)
     env["MY_POD_NAMESPACE"] = "kubeflow"  # where its cert rotator looks for the webhook Secret
+    env["TMPDIR"] = str(layout.tmp)  # its webhook server's certificate folder (see seed_webhook_cert)
     return env
 
 
@@ -339,9 +354,14 @@ def install_crds(bins: versions.Binaries, layout: Layout) -> None:
     crd = build.crd_path(bins, "kubeflow.org_pytorchjobs.yaml")
     # Server-side apply: the CRD is too large for kubectl's last-applied annotation.
     kubectl(bins, layout.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kubectl(
-        bins, layout.kubeconfig, "wait", "--for=condition=Established", "--timeout=120s",
-        "crd/pytorchjobs.kubeflow.org",
+    # Not `kubectl wait`: it errors out while the new CRD has no status.conditions yet.
+    processes.wait_until(
+        "the PyTorchJob CRD to be established",
+        lambda: kubectl(
+            bins, layout.kubeconfig, "get", "crd", "pytorchjobs.kubeflow.org",
+            "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False,
+        ).stdout == "True",
+        timeout_s=STARTUP_TIMEOUT_S,
     )
 
 
@@ -358,10 +378,12 @@ def seed_webhook_cert(bins: versions.Binaries, layout: Layout) -> None:
         f"--from-file=ca.crt={p / 'webhook-ca.crt'}", f"--from-file=ca.key={p / 'webhook-ca.key'}",
         f"--from-file=tls.crt={p / 'webhook.crt'}", f"--from-file=tls.key={p / 'webhook.key'}",
     )
-    shutil.rmtree(WEBHOOK_CERT_DIR, ignore_errors=True)
-    WEBHOOK_CERT_DIR.mkdir(parents=True)
-    shutil.copyfile(p / "webhook.crt", WEBHOOK_CERT_DIR / "tls.crt")
-    shutil.copyfile(p / "webhook.key", WEBHOOK_CERT_DIR / "tls.key")
+    layout.webhook_cert_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(p / "webhook.crt", layout.webhook_cert_dir / "tls.crt")
+    shutil.copyfile(p / "webhook.key", layout.webhook_cert_dir / "tls.key")
+    if not ROTATOR_CERT_CHECK.exists():  # shared by every cluster on this machine; never removed
+        ROTATOR_CERT_CHECK.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p / "webhook.crt", ROTATOR_CERT_CHECK)
 
 
 def webhook_configuration(layout: Layout, port: int) -> dict[str, Any]:
@@ -494,9 +516,7 @@ def stop_all(layout: Layout, *, keep_logs: bool = True) -> None:
         entry = components.get(name)
         if entry:
             processes.stop(entry["pid"], entry["argv"][0])
-    if components.get("training-operator"):
-        shutil.rmtree(WEBHOOK_CERT_DIR, ignore_errors=True)
-    for path in (layout.etcd_data, layout.pki, layout.users):
+    for path in (layout.etcd_data, layout.pki, layout.users, layout.tmp):
         shutil.rmtree(path, ignore_errors=True)
     for path in (layout.kubeconfig, layout.state):
         path.unlink(missing_ok=True)
