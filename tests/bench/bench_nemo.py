@@ -74,7 +74,7 @@ def loader_padding(engine: NemoCanaryEngine) -> tuple[float, float, float]:
 
 def measure(name: str, data: Path, work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     reporter = StepRecorder()
-    ctx = _context(work / name, data, _spec(overrides), reporter)
+    ctx = _context(work / name.replace(" ", "-"), data, _spec(overrides), reporter)
     engine = NemoCanaryEngine()
     engine.prepare(ctx)
     input_pad, output_pad, batch_size = loader_padding(engine)

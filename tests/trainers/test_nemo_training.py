@@ -99,13 +99,19 @@ class Trained:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("canary-data")
     synth.synthesize(root, n=90, languages=["en", "de"], domain="generic", seed=7, translate_to="de")
+    # The translation rows again as a weighted mix manifest (spec.data.mix), as a user
+    # would add an AST set to keep that task alive while fine-tuning on ASR.
+    rows = [json.loads(line) for line in (root / "train.json").read_text().splitlines()]
+    ast = [r for r in rows if r["source_lang"] != r["target_lang"]]
+    assert ast, "synth must deliver en->de rows"
+    (root / "ast_mix.json").write_text("".join(json.dumps(r) + "\n" for r in ast))
     return root
 
 
 @pytest.fixture(scope="module")
 def trained(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     run_dir = tmp_path_factory.mktemp("canary-run")
-    spec = tiny_spec()
+    spec = tiny_spec(data={"mix": [{"manifest": "ast_mix.json", "weight": 0.3}]})
     # Run 1: "SIGTERM" at step 20 -> a checkpoint, and train() returns early.
     first_ctx = make_context(run_dir, data_dir, spec, max_steps=MAX_STEPS, stop_at=STOP_AT)
     first_engine = NemoCanaryEngine()
@@ -143,6 +149,46 @@ def test_validation_loss_falls_and_wer_bleu_are_reported(trained: Trained) -> No
     assert all(v["wer"] is not None and v["bleu"] is not None for v in validations)
     test = trained.resumed.extra["test"]  # the test_ds pass after training
     assert {"test_loss", "test_wer", "test_bleu"} <= set(test)
+
+
+def test_data_mix_reaches_the_training_loader(trained: Trained) -> None:
+    assert trained.engine.config is not None
+    mix = trained.engine.config["model"]["train_ds"]["input_cfg"]
+    assert [(Path(m["manifest_filepath"]).name, m["weight"]) for m in mix] == [("train.json", 1.0), ("ast_mix.json", 0.3)]
+
+
+def test_prompt_slots_itn_timestamp_context_have_tokens(trained: Trained) -> None:
+    """The canary2 special vocabulary built from the data covers every prompt slot."""
+    from nemo.collections.common.prompts.formatter import PromptFormatter
+
+    from speechtune.data import bins
+
+    tokenizer = bins.load_canary_tokenizer(trained.run_dir / "nemo" / "tokenizers")
+    prompt = PromptFormatter.resolve("canary2")(tokenizer)
+    slots = {"source_lang": "en", "target_lang": "de", "pnc": "no", "itn": "yes", "timestamp": "yes",
+             "diarize": "no", "emotion": "<|emo:undefined|>", "decodercontext": ""}
+    ids = prompt.encode_dialog([{"role": "user", "slots": slots}])["input_ids"].tolist()
+    pieces = [tokenizer.ids_to_tokens([i])[0] for i in ids]
+    for token in ("<|startofcontext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|nopnc|>", "<|itn|>",
+                  "<|timestamp|>", "<|nodiarize|>"):
+        assert token in pieces, (token, pieces)
+
+
+def test_non_finite_loss_stops_without_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    class Exploding(RecordingReporter):
+        def train_step(self, **values: Any) -> None:
+            if values["step"] >= 2:
+                raise base.NonFiniteLoss(f"step {values['step']}: loss is nan")
+            super().train_step(**values)
+
+    spec = tiny_spec(max_steps=5)
+    ctx = make_context(tmp_path / "run", data_dir, spec, max_steps=5)
+    ctx = dataclasses.replace(ctx, reporter=Exploding(ctx.stop))
+    engine = NemoCanaryEngine()
+    engine.prepare(ctx)
+    with pytest.raises(base.NonFiniteLoss, match="step 2"):
+        engine.train(ctx)
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
 
 
 def test_train_steps_report_audio_seconds_and_learning_rate(trained: Trained) -> None:

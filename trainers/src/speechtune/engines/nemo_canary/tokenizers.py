@@ -7,9 +7,12 @@ job's transcripts when training from scratch. Each folder holds `tokenizer.model
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 SPECIAL = "spl_tokens"
 
@@ -49,13 +52,26 @@ def special_tokens(prompt_format: str, languages: Iterable[str], extra: Sequence
     return tokens + [f"<|spltoken{i}|>" for i in range(padding)]
 
 
+@contextlib.contextmanager
+def _spaceless(out_dir: Path) -> Iterator[Path]:
+    """NeMo passes SentencePiece its paths in one space-separated flag string, so a run
+    folder with a space in its path is built elsewhere and copied in."""
+    if " " not in str(out_dir):
+        yield out_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="speechtune-spm-") as tmp:
+        yield Path(tmp)
+        shutil.copytree(tmp, out_dir, dirs_exist_ok=True)
+
+
 def build_special(out_dir: Path, tokens: Sequence[str]) -> Path:
     """Builds (or reuses, on resume) the special-token SentencePiece model in out_dir."""
     from nemo.collections.common.tokenizers.canary_tokenizer import CanaryTokenizer
 
     # force_rebuild=True would delete tokenizer files in the *current* directory.
     if not (out_dir / "tokenizer.model").exists():
-        CanaryTokenizer.build_special_tokenizer(list(tokens), out_dir, force_rebuild=False)
+        with _spaceless(out_dir) as build_dir:
+            CanaryTokenizer.build_special_tokenizer(list(tokens), build_dir, force_rebuild=False)
     return out_dir
 
 
@@ -66,18 +82,19 @@ def build_language(out_dir: Path, texts: Sequence[str], vocab_size: int, kind: s
 
     if (out_dir / "tokenizer.model").exists():
         return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text_file = out_dir / "train_text.txt"
-    text_file.write_text("\n".join(t for t in texts if t.strip()) + "\n", encoding="utf-8")
-    create_spt_model(
-        str(text_file),
-        vocab_size=vocab_size,
-        sample_size=-1,
-        do_lower_case=False,
-        tokenizer_type=kind,
-        output_dir=str(out_dir),
-        character_coverage=1.0,
-    )
+    with _spaceless(out_dir) as build_dir:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        text_file = build_dir / "train_text.txt"
+        text_file.write_text("\n".join(t for t in texts if t.strip()) + "\n", encoding="utf-8")
+        create_spt_model(
+            str(text_file),
+            vocab_size=vocab_size,
+            sample_size=-1,
+            do_lower_case=False,
+            tokenizer_type=kind,
+            output_dir=str(build_dir),
+            character_coverage=1.0,
+        )
     return out_dir
 
 
