@@ -219,7 +219,11 @@ def copy_crds(bins: versions.Binaries) -> None:
 def run_builds(todo: list[GoBuild], bins: versions.Binaries, *, quiet: bool) -> None:
     go = go_executable()
     check_pins()
-    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="build-", dir=bins.dir.parent) as tmp:
         running = []

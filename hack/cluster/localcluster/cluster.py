@@ -7,29 +7,19 @@ written as each process starts, so `down` can clean up even after a failed `up`.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import dataclasses
-import fcntl
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from localcluster import build, pki, processes, versions
+from localcluster import build, commandlines, pki, processes, training_operator, versions
+from localcluster.kube import kubectl
+from localcluster.layout import Layout, default_layout, locked, read_state, write_state
 
-REPO = Path(__file__).resolve().parents[3]
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.1/16"
-# In cluster, the training-operator's webhook certificate is a Secret volume. Its webhook
-# server reads it from $TMPDIR/k8s-webhook-server/serving-certs (we point TMPDIR into
-# .cluster/), while its cert rotator only checks that a file exists at this fixed path.
-ROTATOR_CERT_CHECK = Path("/tmp/k8s-webhook-server/serving-certs/tls.crt")
+__all__ = ["Layout", "default_layout", "ensure_up", "down", "release", "restart_apiserver"]
+
 # Start order; `down` stops in reverse.
 COMPONENTS = (
     "etcd",
@@ -42,241 +32,10 @@ COMPONENTS = (
 STARTUP_TIMEOUT_S = 300.0  # generous: two busy cores may be shared with training runs
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where one cluster keeps its files."""
-
-    root: Path  # <repo>/.cluster
-
-    @property
-    def pki(self) -> Path:
-        return self.root / "pki"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def etcd_data(self) -> Path:
-        return self.root / "etcd"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def users(self) -> Path:
-        return self.root / "users"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def webhook_cert_dir(self) -> Path:
-        return self.tmp / "k8s-webhook-server" / "serving-certs"
-
-    def component_kubeconfig(self, identity: pki.ClientIdentity) -> Path:
-        return self.pki / f"{identity.name}.kubeconfig"
-
-    def log(self, component: str) -> Path:
-        return self.logs / f"{component}.log"
-
-
-def default_layout() -> Layout:
-    """`<repo>/.cluster`, or $SPEECHTUNE_CLUSTER_DIR (a second, independent cluster)."""
-    override = os.environ.get("SPEECHTUNE_CLUSTER_DIR")
-    return Layout(root=Path(override).resolve() if override else REPO / ".cluster")
-
-
-# ---------------------------------------------------------------- state
-
-
-def read_state(layout: Layout) -> dict[str, Any]:
-    try:
-        return dict(json.loads(layout.state.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def write_state(layout: Layout, state: dict[str, Any]) -> None:
-    tmp = layout.state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, layout.state)
-
-
-@contextlib.contextmanager
-def locked(layout: Layout) -> Iterator[None]:
-    """Serialise up/down/restart across processes (several pytest sessions may share it)."""
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with (layout.root / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 # ---------------------------------------------------------------- command lines
 
 
-def component_argv(name: str, bins: versions.Binaries, layout: Layout, ports: dict[str, int]) -> list[str]:
-    p, k = layout.pki, layout
-    if name == "etcd":
-        client, peer = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd-peer']}"
-        return [
-            str(bins.path("etcd")),
-            "--name=local",
-            f"--data-dir={layout.etcd_data}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=local={peer}",
-            # A throwaway test store: fsync on a shared, busy disk only slows the apiserver.
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
-    if name == "kube-apiserver":
-        return [
-            str(bins.path("kube-apiserver")),
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['kube-apiserver']}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--authorization-mode=RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            # New nodes get a not-ready taint that only the node lifecycle controller lifts,
-            # and that controller is off (see kube-controller-manager below).
-            "--disable-admission-plugins=TaintNodesByCondition",
-            # The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
-            "--endpoint-reconciler-type=none",
-            "--profiling=false",
-        ]
-    if name == "kube-controller-manager":
-        kubeconfig = k.component_kubeconfig(pki.CONTROLLER_MANAGER)
-        return [
-            str(bins.path("kube-controller-manager")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports['kube-controller-manager']}",
-            "--leader-elect=false",
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--cluster-signing-cert-file={p / 'ca.crt'}",
-            f"--cluster-signing-key-file={p / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # kwok nodes have no kubelet; the node lifecycle controller would taint them and
-            # evict their pods whenever kwok's heartbeat lags on a busy machine.
-            "--controllers=*,-node-lifecycle-controller",
-            "--profiling=false",
-        ]
-    if name == "kube-scheduler":
-        kubeconfig = k.component_kubeconfig(pki.SCHEDULER)
-        return [
-            str(bins.path("kube-scheduler")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports['kube-scheduler']}",
-            "--leader-elect=false",
-            "--profiling=false",
-        ]
-    if name == "kwok":
-        return [
-            str(bins.path("kwok")),
-            f"--kubeconfig={layout.kubeconfig}",
-            f"--config={MANIFESTS / 'kwok-stages.yaml'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--cidr={POD_CIDR}",
-            "--node-lease-duration-seconds=40",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
-        ]
-    if name == "training-operator":
-        return [
-            str(bins.path("training-operator")),
-            f"--kubeconfig={layout.kubeconfig}",
-            f"--metrics-bind-address=127.0.0.1:{ports['training-operator-metrics']}",
-            f"--health-probe-bind-address=127.0.0.1:{ports['training-operator-health']}",
-            # Its webhook server binds all interfaces (only the port is a flag); the
-            # apiserver calls it at 127.0.0.1 (see register_webhook).
-            f"--webhook-server-port={ports['training-operator-webhook']}",
-            "--enable-scheme=pytorchjob",
-            "--gang-scheduler-name=",
-            "--leader-elect=false",
-            "--zap-devel=false",
-            "--zap-log-level=info",
-        ]
-    raise ValueError(f"unknown component {name!r}")
-
-
-def component_env(name: str, layout: Layout) -> dict[str, str] | None:
-    if name != "training-operator":
-        return None
-    env = dict(os.environ)
-    env["KUBECONFIG"] = str(layout.kubeconfig)
-    env["MY_POD_NAMESPACE"] = "kubeflow"  # where its cert rotator looks for the webhook Secret
-    env["TMPDIR"] = str(layout.tmp)  # its webhook server's certificate folder (see seed_webhook_cert)
-    return env
-
-
-PORT_NAMES = (
-    "etcd",
-    "etcd-peer",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "training-operator-metrics",
-    "training-operator-health",
-    "training-operator-webhook",
-)
-
-
-def pick_ports() -> dict[str, int]:
-    ports: dict[str, int] = {}
-    while len(ports) < len(PORT_NAMES):
-        port = processes.free_port()
-        if port not in ports.values():
-            ports[PORT_NAMES[len(ports)]] = port
-    return ports
-
-
 # ---------------------------------------------------------------- kubectl
-
-
-def kubectl(
-    bins: versions.Binaries,
-    kubeconfig: Path,
-    *args: str,
-    input: str | None = None,
-    check: bool = True,
-    timeout_s: float = 120.0,
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(bins.path("kubectl")), f"--kubeconfig={kubeconfig}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result
 
 
 # ---------------------------------------------------------------- health
@@ -325,8 +84,8 @@ def say(message: str) -> None:
 
 
 def launch(name: str, bins: versions.Binaries, layout: Layout, state: dict[str, Any]) -> None:
-    argv = component_argv(name, bins, layout, state["ports"])
-    env = component_env(name, layout)
+    argv = commandlines.argv(name, bins, layout, state["ports"])
+    env = commandlines.env(name, layout)
     pid = processes.start(argv, layout.log(name), env)
     state["components"][name] = {"pid": pid, "argv": argv, "log": str(layout.log(name))}
     write_state(layout, state)
@@ -350,84 +109,6 @@ def write_kubeconfigs(layout: Layout, ports: dict[str, int]) -> None:
         pki.write_kubeconfig(layout.component_kubeconfig(identity), layout.pki, identity, server)
 
 
-def install_crds(bins: versions.Binaries, layout: Layout) -> None:
-    crd = build.crd_path(bins, "kubeflow.org_pytorchjobs.yaml")
-    # Server-side apply: the CRD is too large for kubectl's last-applied annotation.
-    kubectl(bins, layout.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    # Not `kubectl wait`: it errors out while the new CRD has no status.conditions yet.
-    processes.wait_until(
-        "the PyTorchJob CRD to be established",
-        lambda: kubectl(
-            bins, layout.kubeconfig, "get", "crd", "pytorchjobs.kubeflow.org",
-            "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}", check=False,
-        ).stdout == "True",
-        timeout_s=STARTUP_TIMEOUT_S,
-    )
-
-
-WEBHOOK_SECRET = "training-operator-webhook-cert"
-WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"  # the name it rotates
-
-
-def seed_webhook_cert(bins: versions.Binaries, layout: Layout) -> None:
-    """Give the training-operator's cert rotator our webhook certificate (it keeps a valid
-    one) and put it where the webhook server reads it (a Secret volume in cluster)."""
-    p = layout.pki
-    kubectl(
-        bins, layout.kubeconfig, "create", "secret", "generic", WEBHOOK_SECRET, "-n", "kubeflow",
-        f"--from-file=ca.crt={p / 'webhook-ca.crt'}", f"--from-file=ca.key={p / 'webhook-ca.key'}",
-        f"--from-file=tls.crt={p / 'webhook.crt'}", f"--from-file=tls.key={p / 'webhook.key'}",
-    )
-    layout.webhook_cert_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(p / "webhook.crt", layout.webhook_cert_dir / "tls.crt")
-    shutil.copyfile(p / "webhook.key", layout.webhook_cert_dir / "tls.key")
-    if not ROTATOR_CERT_CHECK.exists():  # shared by every cluster on this machine; never removed
-        ROTATOR_CERT_CHECK.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p / "webhook.crt", ROTATOR_CERT_CHECK)
-
-
-def webhook_configuration(layout: Layout, port: int) -> dict[str, Any]:
-    """The training-operator's own PyTorchJob validation, called at its loopback port."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIGURATION},
-        "webhooks": [
-            {
-                "name": "validator.pytorchjob.training-operator.kubeflow.org",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate-kubeflow-org-v1-pytorchjob",
-                    "caBundle": base64.b64encode((layout.pki / "webhook-ca.crt").read_bytes()).decode(),
-                },
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-                "rules": [
-                    {
-                        "apiGroups": ["kubeflow.org"],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["pytorchjobs"],
-                    }
-                ],
-            }
-        ],
-    }
-
-
-def register_webhook(bins: versions.Binaries, layout: Layout, port: int) -> None:
-    secret = json.loads(
-        kubectl(bins, layout.kubeconfig, "get", "secret", WEBHOOK_SECRET, "-n", "kubeflow", "-o", "json").stdout
-    )
-    if base64.b64decode(secret["data"]["tls.crt"]) != (layout.pki / "webhook.crt").read_bytes():
-        raise RuntimeError(
-            "the training-operator's cert rotator replaced our webhook certificate "
-            f"(see {layout.log('training-operator')}); the apiserver could not call its webhook"
-        )
-    kubectl(bins, layout.kubeconfig, "apply", "-f", "-", input=json.dumps(webhook_configuration(layout, port)))
-
-
 def wait_nodes_ready(bins: versions.Binaries, layout: Layout) -> None:
     kubectl(
         bins, layout.kubeconfig, "wait", "--for=condition=Ready", "--timeout=180s",
@@ -444,7 +125,7 @@ def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[
     state: dict[str, Any] = {
         "started_by": started_by,
         "bin_dir": str(bins.dir),
-        "ports": pick_ports(),
+        "ports": commandlines.pick_ports(),
         "components": {},
     }
     for folder in (layout.pki, layout.logs, layout.users):
@@ -462,15 +143,15 @@ def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[
     say("kube-apiserver ready")
     launch("kube-controller-manager", bins, layout, state)
     launch("kube-scheduler", bins, layout, state)
-    kubectl(bins, layout.kubeconfig, "create", "-f", str(MANIFESTS / "gpu-nodes.yaml"))
+    kubectl(bins, layout.kubeconfig, "create", "-f", str(commandlines.MANIFESTS / "gpu-nodes.yaml"))
     launch("kwok", bins, layout, state)
     kubectl(bins, layout.kubeconfig, "create", "namespace", "kubeflow")
-    seed_webhook_cert(bins, layout)
-    install_crds(bins, layout)
+    training_operator.seed_webhook_cert(bins, layout)
+    training_operator.install_crds(bins, layout)
     launch("training-operator", bins, layout, state)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "training-operator"):
         wait_ready(name, layout, state)
-    register_webhook(bins, layout, state["ports"]["training-operator-webhook"])
+    training_operator.register_webhook(bins, layout, state["ports"]["training-operator-webhook"])
     wait_nodes_ready(bins, layout)
     processes.wait_until(
         "the default ServiceAccount", lambda: default_service_account_exists(bins, layout),

@@ -1,0 +1,148 @@
+"""The command line of every control-plane process: pure functions of binaries, layout
+and ports, so they can be read (and tested) without starting anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from localcluster import pki, processes, versions
+from localcluster.layout import Layout
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.1/16"
+
+
+def argv(name: str, bins: versions.Binaries, layout: Layout, ports: dict[str, int]) -> list[str]:
+    p, k = layout.pki, layout
+    if name == "etcd":
+        client, peer = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd-peer']}"
+        return [
+            str(bins.path("etcd")),
+            "--name=local",
+            f"--data-dir={layout.etcd_data}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=local={peer}",
+            # A throwaway test store: fsync on a shared, busy disk only slows the apiserver.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+    if name == "kube-apiserver":
+        return [
+            str(bins.path("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            # New nodes get a not-ready taint that only the node lifecycle controller lifts,
+            # and that controller is off (see kube-controller-manager below).
+            "--disable-admission-plugins=TaintNodesByCondition",
+            # The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints refuse.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+        ]
+    if name == "kube-controller-manager":
+        kubeconfig = k.component_kubeconfig(pki.CONTROLLER_MANAGER)
+        return [
+            str(bins.path("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-controller-manager']}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            f"--cluster-signing-cert-file={p / 'ca.crt'}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # kwok nodes have no kubelet; the node lifecycle controller would taint them and
+            # evict their pods whenever kwok's heartbeat lags on a busy machine.
+            "--controllers=*,-node-lifecycle-controller",
+            "--profiling=false",
+        ]
+    if name == "kube-scheduler":
+        kubeconfig = k.component_kubeconfig(pki.SCHEDULER)
+        return [
+            str(bins.path("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
+    if name == "kwok":
+        return [
+            str(bins.path("kwok")),
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--config={MANIFESTS / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-lease-duration-seconds=40",
+            f"--server-address=127.0.0.1:{ports['kwok']}",
+        ]
+    if name == "training-operator":
+        return [
+            str(bins.path("training-operator")),
+            f"--kubeconfig={layout.kubeconfig}",
+            f"--metrics-bind-address=127.0.0.1:{ports['training-operator-metrics']}",
+            f"--health-probe-bind-address=127.0.0.1:{ports['training-operator-health']}",
+            # Its webhook server binds all interfaces (only the port is a flag); the
+            # apiserver calls it at 127.0.0.1 (see register_webhook).
+            f"--webhook-server-port={ports['training-operator-webhook']}",
+            "--enable-scheme=pytorchjob",
+            "--gang-scheduler-name=",
+            "--leader-elect=false",
+            "--zap-devel=false",
+            "--zap-log-level=info",
+        ]
+    raise ValueError(f"unknown component {name!r}")
+
+
+def env(name: str, layout: Layout) -> dict[str, str] | None:
+    if name != "training-operator":
+        return None
+    variables = dict(os.environ)
+    variables["KUBECONFIG"] = str(layout.kubeconfig)
+    variables["MY_POD_NAMESPACE"] = "kubeflow"  # where its cert rotator looks for the webhook Secret
+    variables["TMPDIR"] = str(layout.tmp)  # its webhook server's certificate folder (see seed_webhook_cert)
+    return variables
+
+
+PORT_NAMES = (
+    "etcd",
+    "etcd-peer",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "training-operator-metrics",
+    "training-operator-health",
+    "training-operator-webhook",
+)
+
+
+def pick_ports() -> dict[str, int]:
+    ports: dict[str, int] = {}
+    while len(ports) < len(PORT_NAMES):
+        port = processes.free_port()
+        if port not in ports.values():
+            ports[PORT_NAMES[len(ports)]] = port
+    return ports

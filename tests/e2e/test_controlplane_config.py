@@ -1,0 +1,87 @@
+"""The local control plane's configuration, checked without starting it: loopback-only
+command lines, the kwok lifecycle the other tests rely on, the fake GPU nodes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "hack" / "cluster"))
+
+from localcluster import commandlines, layout, training_operator, versions  # noqa: E402
+
+MANIFESTS = REPO / "hack" / "cluster" / "manifests"
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return commandlines.pick_ports()
+
+
+@pytest.fixture
+def tmp_layout(tmp_path: Path) -> layout.Layout:
+    return layout.Layout(root=tmp_path)
+
+
+def stages() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((MANIFESTS / "kwok-stages.yaml").read_text())
+    return {doc["metadata"]["name"]: doc for doc in docs}
+
+
+def test_every_component_listens_on_loopback_only(ports: dict[str, int], tmp_layout: layout.Layout) -> None:
+    bins = versions.binaries()
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "training-operator"):
+        args = " ".join(commandlines.argv(name, bins, tmp_layout, ports))
+        assert "0.0.0.0" not in args, name
+        assert "127.0.0.1" in args, name
+    assert len(set(ports.values())) == len(ports)
+
+
+def test_training_operator_runs_pytorchjob_only_without_gang_scheduling(ports: dict[str, int], tmp_layout: layout.Layout) -> None:
+    args = commandlines.argv("training-operator", versions.binaries(), tmp_layout, ports)
+    assert "--enable-scheme=pytorchjob" in args
+    assert "--gang-scheduler-name=" in args
+    env = commandlines.env("training-operator", tmp_layout)
+    assert env is not None and env["KUBECONFIG"] == str(tmp_layout.kubeconfig)
+
+
+def test_webhook_is_called_at_the_operators_loopback_port(tmp_layout: layout.Layout) -> None:
+    tmp_layout.pki.mkdir(parents=True)
+    (tmp_layout.pki / "webhook-ca.crt").write_text("not a real certificate")
+    config = training_operator.webhook_configuration(tmp_layout, 12345)
+    (webhook,) = config["webhooks"]
+    assert webhook["clientConfig"]["url"] == "https://127.0.0.1:12345/validate-kubeflow-org-v1-pytorchjob"
+    assert webhook["rules"][0]["resources"] == ["pytorchjobs"]
+
+
+@pytest.mark.parametrize(("outcome", "phase", "exit_code"), [("succeed", "Succeeded", 0), ("fail", "Failed", 1)])
+def test_an_outcome_annotation_ends_a_running_pod(outcome: str, phase: str, exit_code: int) -> None:
+    stage = stages()[f"speechtune-pod-{outcome}"]
+    selector = {e["key"]: e for e in stage["spec"]["selector"]["matchExpressions"]}
+    assert selector['.metadata.annotations["speechtune.dev/kwok-outcome"]']["values"] == [outcome]
+    assert selector[".status.phase"]["values"] == ["Running"]
+    template = stage["spec"]["next"]["statusTemplate"]
+    assert f"phase: {phase}" in template
+    assert f"exitCode: {exit_code}" in template
+    assert "running: null" in template  # a terminated container must not stay running
+
+
+def test_pods_become_running_without_an_annotation() -> None:
+    ready = stages()["pod-ready"]
+    keys = {e["key"] for e in ready["spec"]["selector"]["matchExpressions"]}
+    assert not any("annotations" in key for key in keys)
+    assert "phase: Running" in ready["spec"]["next"]["statusTemplate"]
+
+
+def test_fake_nodes_offer_eight_gpus_each() -> None:
+    nodes = yaml.safe_load((MANIFESTS / "gpu-nodes.yaml").read_text())["items"]
+    assert len(nodes) >= 2
+    for node in nodes:
+        assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+        assert node["metadata"]["labels"]["nvidia.com/gpu.product"]
+        assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
