@@ -97,6 +97,12 @@ class TestApplySpec:
         assert (test["prompt_format"], test["min_duration"], test["max_duration"]) == ("canary2", 0.1, 40.0)
         assert test["batch_duration"] == 300.0 and test["lang_field"] == "target_lang"
 
+    def test_no_test_manifest_means_no_test_ds(self, tmp_path: Path) -> None:
+        model = config.base_config()["model"]
+        config.point_datasets(model, train=[config.ManifestInput(tmp_path / "a.json")],
+                              validation=config.ManifestInput(tmp_path / "v.json"), test=None)
+        assert model["test_ds"] is None and model["validation_ds"]["input_cfg"]
+
     def test_sequence_length_grows_only_when_needed(self) -> None:
         model = config.base_config()["model"]
         config.ensure_sequence_length(model, 100)

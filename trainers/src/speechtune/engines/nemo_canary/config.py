@@ -457,10 +457,11 @@ def point_datasets(
     train_ds.update(manifest_filepath=None, input_cfg=input_cfg(train), prompt_format=prompt_format)
     train_ds.setdefault("lang_field", "target_lang")
     for key, item in (("validation_ds", validation), ("test_ds", test)):
-        ds = model.setdefault(key, _dataset_section(shuffle=False))
         if item is None:
-            ds["manifest_filepath"] = None
+            model[key] = None  # NeMo sets up every *_ds section that is not null
             continue
+        ds = model.get(key) or _dataset_section(shuffle=False)
+        model[key] = ds
         ds.update(
             use_lhotse=True,
             manifest_filepath=None,

@@ -1,10 +1,11 @@
 """The `nemo-canary` engine: multitask AED (Canary) fine-tuning on NeMo 3.0.
 
-prepare: 1. find the starting model (a .nemo on the model volume, a hub name, or none)
-         2. assemble the config (Approach A from the pretrained model's own config, or the
-            fast-conformer AED shape from scratch) and apply spec + overrides
-         3. check every manifest against the prompt format and the tokenizers
-         4. build or extract the tokenizers, then the Lightning trainer, exp_manager and model
+prepare: 1. check every manifest row's prompt fields (before anything expensive)
+         2. find the starting model (a .nemo on the model volume, a hub name, or none) and
+            assemble the config: Approach A from the pretrained model's own config, or the
+            fast-conformer AED shape from scratch; then spec + overrides
+         3. extract or build the tokenizers; every manifest language must have one
+         4. point data and tokenizers; then the Lightning trainer, exp_manager and model
 train:   fit (resuming the newest checkpoint), then the test_ds evaluation
 evaluate / export: transcribe a manifest; write the best model as one .nemo
 """
@@ -169,6 +170,17 @@ class NemoCanaryEngine:
         if not max_steps or int(max_steps) <= 0:
             raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
 
+        # 1. manifests: prompt fields first, before any model or tokenizer work
+        data: Mapping[str, Any] = spec.get("data") or {}
+        train_inputs = training_inputs(ctx)
+        evaluation = [ctx.data.validation] + ([ctx.data.test] if ctx.data.test else [])
+        rows_by_path = {path: manifests.read(path) for path, _ in train_inputs}
+        rows_by_path.update({path: manifests.read(path) for path in evaluation})
+        all_rows = [row for rows in rows_by_path.values() for row in rows]
+        requested_format = str(overrides.get("model.prompt_format") or "canary2")
+        _raise_problems(manifests.prompt_problems(all_rows, prompt_format=requested_format), "manifest check failed")
+
+        # 2. the starting model and the config (Approach A, or from scratch)
         source = model_source(spec, ctx.model_dir)
         if source is not None and source.is_hub_name:
             use_model_volume_as_cache(ctx.model_dir)
@@ -190,17 +202,10 @@ class NemoCanaryEngine:
         if prompt_format not in nemo_config.PROMPT_FORMATS:
             raise ValueError(f"model.prompt_format {prompt_format!r}: supported {nemo_config.PROMPT_FORMATS}")
         model["prompt_format"] = prompt_format
+        if prompt_format != requested_format:  # the pretrained model's own format
+            _raise_problems(manifests.prompt_problems(all_rows, prompt_format=prompt_format), "manifest check failed")
 
-        # 3. manifests: prompt fields first (cheap, before any tokenizer work)
-        data: Mapping[str, Any] = spec.get("data") or {}
-        train_inputs = training_inputs(ctx)
-        evaluation = [ctx.data.validation] + ([ctx.data.test] if ctx.data.test else [])
-        rows_by_path = {path: manifests.read(path) for path, _ in train_inputs}
-        rows_by_path.update({path: manifests.read(path) for path in evaluation})
-        all_rows = [row for rows in rows_by_path.values() for row in rows]
-        _raise_problems(manifests.prompt_problems(all_rows, prompt_format=prompt_format), "manifest check failed")
-
-        # 4. tokenizers: extracted from the pretrained model, or built from training text
+        # 3. tokenizers: extracted from the pretrained model, or built from training text
         if pretrained is not None:
             dirs = tokenizers.extract(pretrained, work / "tokenizers")
             del pretrained
@@ -227,7 +232,7 @@ class NemoCanaryEngine:
             "manifest check failed",
         )
 
-        # 5. point the config at data and tokenizers
+        # 4. point the config at data and tokenizers
         slot_defaults = {"pnc": str(data["pnc"])} if data.get("pnc") else {}
 
         def as_input(path: Path, weight: float = 1.0) -> nemo_config.ManifestInput:
@@ -298,7 +303,7 @@ class NemoCanaryEngine:
         self.trainer.fit(self.model)
         stopped = bool(self._stop.stopped)
         extra: dict[str, Any] = {"validations": list(self._report.validations), **self._model_facts()}
-        if not stopped and self.config["model"]["test_ds"].get("input_cfg") and ctx.data.test:
+        if not stopped and self.config["model"].get("test_ds") and ctx.data.test:
             extra["test"] = self._test()
         best = self._best_checkpoint(ctx)
         return base.TrainResult(
