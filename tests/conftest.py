@@ -60,8 +60,13 @@ def _external_cluster(kubeconfig: str) -> Cluster:
     path = Path(kubeconfig).expanduser().resolve()
     if not path.is_file():
         pytest.fail(f"SPEECHTUNE_KUBECONFIG={kubeconfig}: no such file")
+    # Our pinned kubectl/helm when they are already built; otherwise whatever PATH has.
+    bins = _import_localcluster()[0].versions.binaries()
+    bin_dir = bins.dir if bins.path("kubectl").is_file() else None
     env = dict(os.environ, KUBECONFIG=str(path))
-    return Cluster(kubeconfig=path, env=env, bin_dir=None)
+    if bin_dir is not None:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return Cluster(kubeconfig=path, env=env, bin_dir=bin_dir)
 
 
 def _import_localcluster():  # type: ignore[no-untyped-def]

@@ -126,7 +126,7 @@ def go_executable() -> str:
         raise ToolchainMissing(
             "the Go toolchain is missing: `go` is not on PATH. The local control plane builds "
             "kube-apiserver, etcd, kwok, helm and the training-operator from the Go module "
-            "proxy; install Go >= 1.25 (https://go.dev/dl/) and run again."
+            "proxy; install Go >= 1.26 (https://go.dev/dl/) and run again."
         )
     return go
 
@@ -172,7 +172,7 @@ def tail(path: Path, lines: int = 25) -> str:
 def failure_message(build: GoBuild, log: Path) -> str:
     text = log.read_text(errors="replace")
     hint = ""
-    if "proxy.golang.org" in text or "dial tcp" in text or "no such host" in text:
+    if any(sign in text for sign in ("proxy.golang.org", "GOPROXY", "dial tcp", "no such host")):
         hint = (
             "\nThe Go module proxy is not reachable (GOPROXY="
             f"{os.environ.get('GOPROXY', 'https://proxy.golang.org,direct')}); the first build "
