@@ -59,6 +59,14 @@ def kubernetes_ldflags() -> str:
     return " ".join(flags)
 
 
+def helm_ldflags() -> str:
+    """What helm's own Makefile stamps into a release binary."""
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}"]
+    for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={versions.HELM_KUBE_MINOR}"]
+    return " ".join(flags)
+
+
 def planned_builds() -> tuple[GoBuild, ...]:
     install = ("install", "-ldflags=-s -w")
     return (
@@ -86,11 +94,7 @@ def planned_builds() -> tuple[GoBuild, ...]:
         ),
         GoBuild(
             label="helm " + versions.HELM,
-            args=(
-                "install",
-                f"-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version={versions.HELM}",
-                f"helm.sh/helm/v3/cmd/helm@{versions.HELM}",
-            ),
+            args=("install", f"-ldflags={helm_ldflags()}", f"helm.sh/helm/v3/cmd/helm@{versions.HELM}"),
             cwd=None,
             outputs=("helm",),
         ),

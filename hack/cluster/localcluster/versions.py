@@ -10,6 +10,9 @@ KUBERNETES = "v1.35.4"  # kube-apiserver, kube-controller-manager, kube-schedule
 ETCD = "v3.5.35"  # Kubernetes >= 1.31 needs etcd >= 3.5.11; Debian bookworm ships 3.4.23
 KWOK = "v0.8.0"
 HELM = "v3.20.2"
+# The Kubernetes minor version helm assumes without a cluster (`helm template`, `helm lint`):
+# helm's release build derives it from its client-go (v0.35 for helm v3.20).
+HELM_KUBE_MINOR = "35"
 TRAINING_OPERATOR = "v1.9.4"  # Kubeflow training-operator v1 (PyTorchJob)
 
 TRAINING_OPERATOR_MODULE = "github.com/kubeflow/training-operator"
