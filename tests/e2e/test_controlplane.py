@@ -111,6 +111,16 @@ def test_pytorchjob_runs_on_kwok_gpu_nodes_and_succeeds(cluster, namespace: str)
     services = get_json(cluster, "services", "-n", namespace, "-l", "training.kubeflow.org/job-name=ok")
     assert {s["metadata"]["name"] for s in services["items"]} == {"ok-master-0", "ok-worker-0"}
     assert all(s["spec"]["clusterIP"] == "None" for s in services["items"])  # headless
+    # The endpoint controllers resolve the master's Service to the IP kwok gave its pod.
+    master_ip = next(p["status"]["podIP"] for p in pods if p["metadata"]["name"] == "ok-master-0")
+    wait_for(
+        "the master Service's EndpointSlice",
+        lambda: any(
+            master_ip in endpoint["addresses"]
+            for slice_ in get_json(cluster, "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=ok-master-0")["items"]
+            for endpoint in slice_.get("endpoints") or []
+        ),
+    )
 
     for pod in pods:
         annotate_outcome(cluster, namespace, pod["metadata"]["name"], "succeed")
