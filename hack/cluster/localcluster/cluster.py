@@ -142,10 +142,11 @@ def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[
     kubectl(bins, layout.kubeconfig, "create", "namespace", "kubeflow")
     training_operator.seed_webhook_cert(bins, layout)
     training_operator.install_crds(bins, layout)
+    training_operator.register_webhook(bins, layout, state["ports"]["training-operator-webhook"])
     launch("training-operator", bins, layout, state)
     for name in ("kube-controller-manager", "kube-scheduler", "kwok", "training-operator"):
         wait_ready(name, layout, state)
-    training_operator.register_webhook(bins, layout, state["ports"]["training-operator-webhook"])
+    training_operator.check_webhook_cert_kept(bins, layout)
     wait_nodes_ready(bins, layout)
     processes.wait_until(
         "the default ServiceAccount", lambda: default_service_account_exists(bins, layout),

@@ -91,6 +91,13 @@ def webhook_configuration(layout: Layout, port: int) -> dict[str, Any]:
 
 
 def register_webhook(bins: versions.Binaries, layout: Layout, port: int) -> None:
+    """Before the training-operator starts, so its cert rotator finds the configuration."""
+    kubectl(bins, layout.kubeconfig, "apply", "-f", "-", input=json.dumps(webhook_configuration(layout, port)))
+
+
+def check_webhook_cert_kept(bins: versions.Binaries, layout: Layout) -> None:
+    """Once it runs: had the rotator found our certificate invalid, it would have made one
+    without 127.0.0.1, and every PyTorchJob would be refused."""
     secret = json.loads(
         kubectl(bins, layout.kubeconfig, "get", "secret", WEBHOOK_SECRET, "-n", "kubeflow", "-o", "json").stdout
     )
@@ -99,4 +106,3 @@ def register_webhook(bins: versions.Binaries, layout: Layout, port: int) -> None
             "the training-operator's cert rotator replaced our webhook certificate "
             f"(see {layout.log('training-operator')}); the apiserver could not call its webhook"
         )
-    kubectl(bins, layout.kubeconfig, "apply", "-f", "-", input=json.dumps(webhook_configuration(layout, port)))
