@@ -213,7 +213,7 @@ def operator_as_service_account(cluster: Any, full_release: Release, tmp_path: P
     health_port, metrics_port = free_port(), free_port()
     argv, chart_env = operator_command(full_release, health_port, metrics_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    env.update(chart_env, KUBECONFIG=str(kubeconfig), POD_NAMESPACE=full_release.namespace)
+    env.update(chart_env, KUBECONFIG=str(kubeconfig))
     log = tmp_path / "operator.log"
     with log.open("w") as sink:
         process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)

@@ -247,3 +247,36 @@ def test_deployment_sets_only_settings_the_operator_reads(full_objects: list[dic
     assert chart <= known, f"unknown to the operator: {sorted(chart - known)}"
     assert {"SPEECHTUNE_IMAGE_NEMO_CANARY", "SPEECHTUNE_IMAGE_SPEECHBRAIN_CTC", "SPEECHTUNE_IMAGE_HF_CTC",
             "SPEECHTUNE_OPERATOR_METRICS_PORT"} <= chart
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels + matchExpressions) applied to a pod's labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if not {"Exists": key in labels, "DoesNotExist": key not in labels,
+                "In": labels.get(key) in values, "NotIn": labels.get(key) not in values}[operator]:
+            return False
+    return True
+
+
+def test_podmonitor_selects_the_trainer_pods_the_operator_makes(full_objects: list[dict[str, Any]]) -> None:
+    """Chart values -> operator settings -> PyTorchJob pod -> the chart's PodMonitor scrapes it."""
+    from speechtune_operator import settings  # noqa: PLC0415  (the operator's venv package)
+    from speechtune_operator.builders import pytorchjob  # noqa: PLC0415
+
+    env = {e["name"]: e["value"] for e in container(full_objects)["env"] if "value" in e}
+    job = yaml.safe_load((ROOT / "examples" / "demo.yaml").read_text())
+    job["metadata"].update(namespace="speechtune-team-a", uid="0000")
+    built = pytorchjob.build_pytorchjob(job, settings.from_env(env))
+    master = built["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    (trainer,) = master["spec"]["containers"]
+    pod_monitor = one(full_objects, "PodMonitor")["spec"]
+    assert selects(pod_monitor["selector"], master["metadata"]["labels"])
+    assert job["metadata"]["namespace"] in pod_monitor["namespaceSelector"]["matchNames"]
+    values = yaml.safe_load(FULL_VALUES.read_text())
+    ports = {p["name"]: p["containerPort"] for p in trainer["ports"]}
+    assert ports[pod_monitor["podMetricsEndpoints"][0]["port"]] == values["trainers"]["metricsPort"]
+    assert trainer["image"] == values["engines"][job["spec"]["engine"]]["image"]
+    assert trainer["imagePullPolicy"] == values["trainers"]["imagePullPolicy"]
