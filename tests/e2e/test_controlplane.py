@@ -56,18 +56,18 @@ def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = WAIT_S) -> 
 
 
 @pytest.fixture(scope="module")
-def namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def namespace(cluster: Any) -> Iterator[str]:
     name = f"cp-e2e-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def get_json(cluster, *args: str) -> Any:  # type: ignore[no-untyped-def]
+def get_json(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def job_pods(cluster, namespace: str, job: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def job_pods(cluster: Any, namespace: str, job: str) -> list[dict[str, Any]]:
     selector = f"training.kubeflow.org/job-name={job}"
     return list(get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"])
 
@@ -79,7 +79,7 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def run_job_until_running(cluster, namespace: str, name: str, restart_policy: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def run_job_until_running(cluster: Any, namespace: str, name: str, restart_policy: str) -> list[dict[str, Any]]:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pytorchjob(name, restart_policy=restart_policy)))
 
     def both_running() -> list[dict[str, Any]] | None:
@@ -95,11 +95,11 @@ def run_job_until_running(cluster, namespace: str, name: str, restart_policy: st
     return list(pods)
 
 
-def annotate_outcome(cluster, namespace: str, pod: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+def annotate_outcome(cluster: Any, namespace: str, pod: str, outcome: str) -> None:
     cluster.kubectl("annotate", "pod", pod, "-n", namespace, f"speechtune.dev/kwok-outcome={outcome}")
 
 
-def test_pytorchjob_runs_on_kwok_gpu_nodes_and_succeeds(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+def test_pytorchjob_runs_on_kwok_gpu_nodes_and_succeeds(cluster: Any, namespace: str) -> None:
     pods = run_job_until_running(cluster, namespace, "ok", restart_policy="Never")
 
     assert sorted(p["metadata"]["name"] for p in pods) == ["ok-master-0", "ok-worker-0"]
@@ -134,7 +134,7 @@ def test_pytorchjob_runs_on_kwok_gpu_nodes_and_succeeds(cluster, namespace: str)
     assert master["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
 
 
-def test_pytorchjob_fails_when_its_master_fails(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+def test_pytorchjob_fails_when_its_master_fails(cluster: Any, namespace: str) -> None:
     # ExitCode: exit code 1 is a permanent error for the training-operator (no restart).
     run_job_until_running(cluster, namespace, "boom", restart_policy="ExitCode")
     # Unannotated pods stay Running: the outcome is the test's to choose.
@@ -151,7 +151,7 @@ def test_pytorchjob_fails_when_its_master_fails(cluster, namespace: str) -> None
     assert terminated["exitCode"] == 1 and terminated["reason"] == "Error"
 
 
-def test_deleting_an_owner_deletes_what_it_owns(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+def test_deleting_an_owner_deletes_what_it_owns(cluster: Any, namespace: str) -> None:
     cluster.kubectl("create", "configmap", "owner", "-n", namespace, "--from-literal=a=b")
     owner_uid = get_json(cluster, "configmap", "owner", "-n", namespace)["metadata"]["uid"]
     owned = {
@@ -176,7 +176,7 @@ def test_deleting_an_owner_deletes_what_it_owns(cluster, namespace: str) -> None
     assert "NotFound" in gone.stderr
 
 
-def test_crd_schema_refuses_a_wrong_typed_field(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+def test_crd_schema_refuses_a_wrong_typed_field(cluster: Any, namespace: str) -> None:
     job = pytorchjob("bad", restart_policy="Never")
     job["spec"]["runPolicy"] = {"backoffLimit": "three"}
 
@@ -187,7 +187,7 @@ def test_crd_schema_refuses_a_wrong_typed_field(cluster, namespace: str) -> None
     assert cluster.kubectl("get", "pytorchjob", "bad", "-n", namespace, check=False).returncode != 0
 
 
-def test_training_operator_webhook_refuses_a_job_without_a_pytorch_container(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+def test_training_operator_webhook_refuses_a_job_without_a_pytorch_container(cluster: Any, namespace: str) -> None:
     job = pytorchjob("unnamed", restart_policy="Never")
     job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = "trainer"
 

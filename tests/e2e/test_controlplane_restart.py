@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 
+from typing import Any
+
 import pytest
 
 pytestmark = pytest.mark.cluster
 
 
-def test_restarted_apiserver_serves_the_same_data(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_restarted_apiserver_serves_the_same_data(cluster: Any) -> None:
     if not cluster.can_restart_apiserver:
         pytest.skip("SPEECHTUNE_KUBECONFIG: an external cluster's apiserver cannot be restarted")
     name = f"restart-{uuid.uuid4().hex[:6]}"
