@@ -176,6 +176,9 @@ def operator(cluster: Any, workdir: Path, ports: dict[str, int], prometheus: Pro
             http_get(f"http://127.0.0.1:{ports['operator']}/metrics") or ""), timeout=120)
         yield OperatorRun(f"http://127.0.0.1:{ports['operator']}/metrics", namespace, job)
     finally:
+        # While the operator still runs, so it removes its finalizer and the namespace can go.
+        cluster.kubectl("delete", "finetunejob", job, "-n", namespace, "--ignore-not-found", "--timeout=60s",
+                        check=False)
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         process.terminate()
         try:
@@ -238,7 +241,7 @@ def dashboard(name: str) -> dict[str, Any]:
 
 def panel_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
     """(panel title, expr) of every query of every panel, rows' nested panels included."""
-    found = []
+    found: list[tuple[str, str]] = []
     for panel in board["panels"]:
         for inner in [panel, *panel.get("panels", [])]:
             found.extend((inner["title"], target["expr"]) for target in inner.get("targets", []))
