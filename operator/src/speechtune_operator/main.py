@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         telemetry.serve(settings.metrics_port)
     registry = kopf.OperatorRegistry()
-    registration.register_login(registry)
+    registration.register_login(registry, args.kubeconfig)
     registration.register(registry, registration.Context(
         settings=settings, clients=clients, cache=cache, telemetry=telemetry))
     kopf.run(registry=registry, settings=kopf_settings(settings), standalone=True,

@@ -20,15 +20,27 @@ class Clients:
         return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(obj))
 
 
-def connect(*, pool_size: int, kubeconfig: str | None = None) -> Clients:
-    """In-cluster credentials inside a pod, else $KUBECONFIG / ~/.kube/config."""
+def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster credentials inside a pod, else the kubeconfig file (default: $KUBECONFIG,
+    then ~/.kube/config). Read again on every call, so rotated tokens are picked up."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
             client_configuration=configuration)
     else:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration)
+            config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    return configuration
+
+
+def bearer_token(configuration: kubernetes.client.Configuration) -> str | None:
+    header = (configuration.get_api_key_with_prefix("BearerToken")
+              or configuration.get_api_key_with_prefix("authorization"))
+    return header.split(" ", 1)[-1] if header else None
+
+
+def connect(*, pool_size: int, kubeconfig: str | None = None) -> Clients:
+    configuration = load_configuration(kubeconfig)
     # Handlers run in a thread pool; without a pool per thread they queue on one connection.
     configuration.connection_pool_maxsize = pool_size
     api = kubernetes.client.ApiClient(configuration)

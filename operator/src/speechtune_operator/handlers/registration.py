@@ -28,11 +28,16 @@ class Context:
     telemetry: telemetry_mod.Telemetry
 
 
-def register_login(registry: kopf.OperatorRegistry) -> None:
-    """kopf's own connection uses the same credentials as the Kubernetes client."""
+def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
+    """kopf's own connection uses the same credentials as the Kubernetes client, including
+    an explicit --kubeconfig (kopf's stock login reads only the default locations)."""
     @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        config = api.load_configuration(kubeconfig)
+        return kopf.ConnectionInfo(
+            server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+            token=api.bearer_token(config), certificate_path=config.cert_file,
+            private_key_path=config.key_file)
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
