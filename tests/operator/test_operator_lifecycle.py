@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import kubernetes
 import prometheus_client
+from prometheus_client import parser
 import pytest
 import yaml
 
@@ -174,7 +175,7 @@ def test_mms_suspends_and_resumes(k: Cluster) -> None:
 
 def test_operator_metrics_and_liveness(k: Cluster, operator: ftj_cluster.OperatorProcess) -> None:
     assert operator.healthy()
-    families = {f.name: f for f in prometheus_client.parser.text_string_to_metric_families(operator.metrics())}
+    families = {f.name: f for f in parser.text_string_to_metric_families(operator.metrics())}
     reconciles = {s.labels["result"]: s.value for s in families["speechtune_operator_reconcile"].samples
                   if s.name.endswith("_total")}
     assert reconciles["success"] >= 3

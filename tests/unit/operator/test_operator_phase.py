@@ -60,6 +60,7 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
     ("Running", "Restarting", "TrainingRestarting", "Warning"),
     ("Running", "Suspended", "TrainingSuspended", "Normal"),
     ("Suspended", "Running", "TrainingResumed", "Normal"),
+    ("Suspended", "Pending", "TrainingResumed", "Normal"),
     ("Running", "Succeeded", "TrainingSucceeded", "Normal"),
     ("Running", "Failed", "TrainingFailed", "Warning"),
 ])
@@ -96,3 +97,9 @@ def test_first_failure_prefers_the_master() -> None:
     assert phase.first_failure([worker, running, master]).pod == "j-master-0"  # type: ignore[union-attr]
     assert phase.first_failure([worker, running]).pod == "j-worker-0"  # type: ignore[union-attr]
     assert phase.first_failure([running]) is None
+
+
+def test_completion_time_falls_back_to_the_final_condition() -> None:
+    desired = phase.desired_status(pj(("Running", "False"), ("Failed", "True")))
+    assert desired["completionTime"] == "2026-01-01T00:00:00Z"
+    assert "completionTime" not in phase.desired_status(pj(("Running", "True")))

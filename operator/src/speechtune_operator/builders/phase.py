@@ -66,6 +66,12 @@ def desired_status(pytorchjob: Mapping[str, Any], failure: PodFailure | None = N
     for key in ("startTime", "completionTime"):
         if status.get(key):
             desired[key] = status[key]
+    if phase in FINISHED and "completionTime" not in desired:
+        # The training-operator leaves completionTime unset when a non-retryable exit code
+        # fails the job (restartPolicy ExitCode); the Failed condition still dates it.
+        ended = next((c for c in status.get("conditions") or [] if c.get("type") == phase), {})
+        if ended.get("lastTransitionTime"):
+            desired["completionTime"] = ended["lastTransitionTime"]
     return desired
 
 
@@ -77,7 +83,7 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
 def transition_event(old_phase: str | None, new_phase: str, message: str) -> PhaseEvent | None:
     if old_phase == new_phase:
         return None
-    if new_phase == RUNNING and old_phase == SUSPENDED:
+    if old_phase == SUSPENDED and new_phase in (PENDING, RUNNING):  # pods come back: Pending first
         return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")
     reason, kind = {
         PENDING: ("TrainingPending", "Normal"),
