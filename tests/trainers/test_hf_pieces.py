@@ -128,3 +128,21 @@ def test_error_rates_skip_empty_references() -> None:
     cer, wer = decoding.error_rates(["ab cd", ""], ["ab cx", "zz"])
     assert cer == pytest.approx(1 / 5) and wer == pytest.approx(1 / 2)
     assert decoding.error_rates([""], ["x"]) == (None, None)
+
+
+@pytest.mark.parametrize("method", ["adapters", "lora"])
+def test_half_precision_frozen_weights_train_under_autocast(method: str) -> None:
+    """The GPU fp16/bf16 path of the PEFT modes (frozen weights in half precision, trainable
+    ones fp32), exercised with CPU bf16 autocast."""
+    model = tiny_model()
+    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}},
+                               max_steps=None, model_dir=None)
+    trainable = modelling.make_trainable(model, hf, fresh_adapter=False)
+    modelling.store_frozen_in(trainable, torch.bfloat16)
+    assert model.wav2vec2.encoder.layers[0].attention.k_proj.weight.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = trainable(input_values=torch.randn(2, 16000), labels=torch.tensor([[5, 6, 7], [6, 7, -100]])).loss
+    loss.backward()
+    grads = [p.grad for p in trainable.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+    assert torch.isfinite(loss)

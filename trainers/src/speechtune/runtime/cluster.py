@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 GROUP, VERSION, PLURAL = "speechtune.dev", "v1alpha1", "finetunejobs"
 DONE_PHASES = ("Succeeded", "Failed")
@@ -14,7 +14,7 @@ def get_job(name: str, *, namespace: str, kubeconfig: str | None = None) -> Mapp
 
     config.load_kube_config(config_file=kubeconfig)
     api = client.CustomObjectsApi()
-    return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)  # type: ignore[no-any-return]
+    return cast(Mapping[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
 
 
 def format_status(job: Mapping[str, Any]) -> str:

@@ -178,11 +178,16 @@ class SpeechBrainCTCEngine:
     def _epoch_batches(self, epoch: int, ctx: base.RunContext) -> list[batching.Batch]:
         batch_size = self.training.get("batchSize")
         batch_seconds = float(self.training.get("batchDuration") or 0.0) or math.inf
+        seed = int(self.training.get("seed", 1234))
         if batch_seconds == math.inf and not batch_size:
             batch_size = 8
-        batches = batching.length_batches(
-            self.durations, batch_seconds=batch_seconds, seed=int(self.training.get("seed", 1234)),
-            epoch=epoch, max_batch_size=int(batch_size) if batch_size else None)
+        if self.train_settings.batching == "random":  # the benchmark's baseline
+            if not batch_size:  # as many utterances as an average batchDuration holds
+                batch_size = max(1, round(batch_seconds * len(self.durations) / sum(self.durations)))
+            batches = batching.random_batches(len(self.durations), batch_size=int(batch_size), seed=seed, epoch=epoch)
+        else:
+            batches = batching.length_batches(self.durations, batch_seconds=batch_seconds, seed=seed, epoch=epoch,
+                                              max_batch_size=int(batch_size) if batch_size else None)
         return batching.shard(batches, rank=ctx.rank, world_size=ctx.world_size)
 
     # -- training ------------------------------------------------------------------------

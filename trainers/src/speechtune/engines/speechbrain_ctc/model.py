@@ -40,7 +40,7 @@ class ConformerCTC(torch.nn.Module):
             normalize_before=True, kernel_size=model.kernel_size, causal=False,
         )
         self.ctc_head = torch.nn.Linear(model.d_model, vocab_size)
-        self.augment = torch.nn.Identity()
+        self.augment: torch.nn.Module = torch.nn.Identity()
 
     def set_spec_augment(self, train: settings.TrainSettings) -> None:
         """Time and frequency masking (SpecAugment), applied in `features` when training."""

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 TOKENIZERS = ("char", "spm")
 LR_SCHEDULES = ("cosine", "linear", "constant")
+BATCHING = ("length", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TrainSettings:
     time_mask_width: int = 20  # frames (10 ms each)
     freq_masks: int = 2
     freq_mask_width: int = 10  # mel bins
+    batching: str = "length"  # length: duration-sorted dynamic batches; random: naive fixed-size
     beam_size: int = 1  # 1: greedy CTC decoding; >1: SpeechBrain's CTCBeamSearcher
     log_interval: int = 10  # steps between log lines when not on a terminal
     nan_after_step: int | None = None  # test hook: poison the loss after this step
@@ -68,7 +70,7 @@ def _coerce(cls: type, values: Mapping[str, Any], path: str) -> Any:
             expected = ()
         if not isinstance(value, expected):
             raise ValueError(f"{path}.{key}: expected {expected[0].__name__ if expected else 'a number'}, got {value!r}")
-        kwargs[key] = float(value) if expected == (int, float) else value
+        kwargs[key] = float(value) if expected == (int, float) and isinstance(value, (int, float)) else value
     return cls(**kwargs)
 
 
@@ -92,6 +94,8 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
         raise ValueError(f"{path}.tokenizer: {model.tokenizer!r} is not one of {', '.join(TOKENIZERS)}")
     if train.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"{path}.lr_schedule: {train.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+    if train.batching not in BATCHING:
+        raise ValueError(f"{path}.batching: {train.batching!r} is not one of {', '.join(BATCHING)}")
     if model.d_model % model.nhead:
         raise ValueError(f"{path}.d_model: {model.d_model} is not divisible by nhead={model.nhead}")
     positive = {name: getattr(model, name) for name in ("num_layers", "d_model", "nhead", "d_ffn", "n_mels")}
