@@ -12,8 +12,11 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -200,3 +203,39 @@ def test_make_images_says_clearly_that_it_needs_docker(tmp_path: Path) -> None:
                           timeout=60, check=False)
     assert done.returncode != 0
     assert "Docker engine" in done.stderr
+
+
+def build_wheel(image: str, tmp_path: Path) -> Path:
+    """The image's `pip install` step, without Docker: copy what the Dockerfile COPYs into the
+    layout it creates, then build the package's wheel from there (no deps, no network)."""
+    instructions = parse_dockerfile(IMAGES / image / "Dockerfile")
+    _, source, _ = EXPECTED[image]
+    for ins in instructions:
+        if ins.keyword == "COPY" and not ins.args.startswith("--from"):
+            src, dst = ins.args.split()[-2:]
+            # Symlinks stay links, as COPY keeps them: the trainer's CRD link must resolve there.
+            shutil.copytree(ROOT / src, tmp_path / dst.lstrip("/"), symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    target = next(ins.args.split()[-1] for ins in instructions
+                  if ins.keyword == "COPY" and ins.args.split()[-2].rstrip("/") == source)
+    out = tmp_path / "wheels"
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                           str(tmp_path / target.lstrip("/")), "--wheel-dir", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+# One trainer image stands for the three: they copy the same sources and differ only in the
+# pip extra, which test_installs_the_projects_own_package checks.
+@pytest.mark.parametrize("image", ["operator", "speechbrain"])
+def test_the_copied_sources_build_the_package_with_its_entry_point(image: str, tmp_path: Path) -> None:
+    with zipfile.ZipFile(build_wheel(image, tmp_path)) as wheel:
+        names = wheel.namelist()
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = re.findall(r"^([\w-]+) = ", wheel.read(entry_points).decode(), re.M)
+        assert EXPECTED[image][0] in scripts
+        if image != "operator":
+            # The trainer validates specs against the CRD it carries: the very file in crds/.
+            assert wheel.read("speechtune/finetunejob.crd.yaml") == (ROOT / "crds" / "finetunejob.yaml").read_bytes()
