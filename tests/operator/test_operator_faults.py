@@ -3,6 +3,7 @@ creations, and an apiserver restart under a running operator."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,19 @@ def test_kill_9_during_a_burst_then_restart_converges_without_duplicates(
     jobs = [ftj_cluster.tiny_job(f"burst-{i:02d}") for i in range(BURST)]
     log = tmp_path / "operator.log"
     first = ftj_cluster.OperatorProcess(kubeconfig=cluster.kubeconfig, namespace=namespace, log=log).start()
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "List",
-                                                                              "items": jobs}))
-    wait_for(lambda: pytorchjobs(custom, namespace), interval=0.02, what="the first PyTorchJob")
+    # Create the burst in the background and kill the operator as soon as it has made a few
+    # PyTorchJobs: it dies with creations, status writes and progress annotations in flight.
+    burst = subprocess.Popen(["kubectl", "apply", "-n", namespace, "-f", "-"], env=cluster.env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert burst.stdin is not None
+    burst.stdin.write(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": jobs}))
+    burst.stdin.close()
+    wait_for(lambda: len(pytorchjobs(custom, namespace)) >= 3, interval=0.01, what="the first PyTorchJobs")
     first.kill()
-    made_before_kill = len(pytorchjobs(custom, namespace))
-    print(f"PyTorchJobs made before SIGKILL: {made_before_kill}/{BURST}")
+    made, created = len(pytorchjobs(custom, namespace)), len(finetunejobs(custom, namespace))
+    print(f"at SIGKILL: {created}/{BURST} FinetuneJobs created, {made} PyTorchJobs made")
+    assert burst.wait(timeout=120) == 0
+    assert made < BURST, "the operator finished before it was killed: nothing was tested"
 
     with ftj_cluster.running_operator(kubeconfig=cluster.kubeconfig, namespace=namespace, log=log):
         wait_for(lambda: converged(custom, namespace, BURST), timeout=300, interval=1,
