@@ -86,7 +86,8 @@ def test_starts_from_an_exported_model_and_decodes_with_beam_search(data: Path, 
     assert encoder and all(torch.equal(saved[n], loaded[n]) for n in encoder)
     assert not torch.equal(saved["ctc_head.weight"], loaded["ctc_head.weight"])  # excluded: fresh head
     hypotheses = engine.evaluate(ctx, data / "test.json")
-    assert len(hypotheses) == 2 and all(isinstance(h.hypothesis, str) for h in hypotheses)
+    expected = (data / "test.json").read_text().count("\n")
+    assert len(hypotheses) == expected and all(isinstance(h.hypothesis, str) for h in hypotheses)
 
 
 def test_sentencepiece_tokenizer_is_trained_and_saved(data: Path, tmp_path: Path) -> None:
