@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import soundfile
+import soundfile  # type: ignore[import-untyped]
 import torch
-import torchaudio
+import torchaudio  # type: ignore[import-untyped]
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from speechtune.data import manifest

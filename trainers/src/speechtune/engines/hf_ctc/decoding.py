@@ -8,6 +8,7 @@ inflates WER, as the guide notes).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Callable, Iterable, Sequence
 
 import jiwer
@@ -36,7 +37,8 @@ def decode_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor], tokeni
     ids = output.logits.argmax(dim=-1)
     if "attention_mask" in inputs:
         # Frames past an utterance's end see only padding; their argmax is noise.
-        lengths = modelling.unwrap(model)._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1)).tolist()
+        samples = typing.cast(torch.LongTensor, inputs["attention_mask"].sum(-1))
+        lengths = modelling.unwrap(model)._get_feat_extract_output_lengths(samples).tolist()
     else:
         lengths = [ids.shape[1]] * ids.shape[0]
     texts = tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths)])

@@ -83,6 +83,8 @@ class HFCTCEngine:
         device = ctx.device
         trainable.to(device)
         autocast = mixed_precision(hf.precision, device, ctx.reporter)
+        if hf.mode != "none" and autocast is not loop_mod.no_autocast:
+            modelling.store_frozen_in(trainable, torch.float16 if hf.precision == "fp16" else torch.bfloat16)
         n_trainable, n_total = modelling.count_parameters(trainable)
         self._facts = {
             "mode": hf.mode, "trainable_parameters": n_trainable, "total_parameters": n_total,

@@ -33,6 +33,7 @@ def write(model: torch.nn.Module, processor: Wav2Vec2Processor, directory: Path,
     else:
         plain = modelling.unwrap(model)
     assert isinstance(plain, Wav2Vec2ForCTC)
+    plain.float()  # frozen weights may sit in half precision during training; export fp32
     plain.save_pretrained(str(directory))
     if mode == "adapters":
         weights = {k: v.detach().cpu().contiguous() for k, v in modelling.adapter_parameters(plain).items()}

@@ -124,7 +124,7 @@ def optimizer_step(loop: Loop, ctx: base.RunContext, micro_batches: Sequence[dic
     ctx.reporter.train_step(
         step=loop.state.step,
         loss=mean_loss,
-        learning_rate=loop.scheduler.get_last_lr()[0],
+        learning_rate=float(loop.scheduler.get_last_lr()[0]),
         epoch=state.epoch + batch_in_epoch / max(1, epoch_size),
         # Ranks see equal shares of batches; the runtime wants the job-wide amount.
         audio_seconds=audio_seconds * loop.world_size,

@@ -1,0 +1,122 @@
+"""hf-ctc side by side: MMS adapters, LoRA and full fine-tuning of the same tiny wav2vec2
+on the same synthetic Banglish speech, on the CPU.
+
+Per mode: trainable parameters, audio seconds trained per wall-clock second (steps after
+the first few, from the engine's own step timings), peak resident memory of the process
+and how much of it training added on top of the loaded model, and the size of one
+checkpoint. Each mode runs in its own process so peak memory is its own.
+
+Run with `make bench` (or `python tests/bench/run.py hf`).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+MODES = ("adapters", "lora", "none")
+STEPS = 30
+WARMUP_STEPS = 5  # first steps pay for allocation and caches; not timed
+
+
+class _Reporter:
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+
+    def set_max_steps(self, max_steps: int) -> None:
+        pass
+
+    def train_step(self, **values: Any) -> None:
+        self.steps.append(values)
+
+    def validation(self, **values: Any) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+def _rss_bytes() -> int:
+    """Resident set size now (Linux /proc; ru_maxrss only gives the peak)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize()
+
+
+def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
+    """One mode's training run (in this process); returns its numbers."""
+    import torch
+
+    from speechtune.engines import base
+    from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints
+
+    torch.set_num_threads(1)
+    spec = {
+        "engine": "hf-ctc", "model": {"path": str(work / "base")},
+        "data": {"targetLang": "bn", "normalization": "banglish"},
+        "training": {"maxSteps": STEPS, "learningRate": 5e-3, "warmupSteps": 5, "batchSize": 8, "seed": 1,
+                     "valCheckInterval": STEPS, "limitValBatches": 1, "gradientClipVal": 1.0,
+                     "peft": {"method": mode, "r": 8, "alpha": 16},
+                     "overrides": {"createBaseModel": True}},
+        "output": {"saveTopK": 1},
+    }
+    reporter = _Reporter()
+    run_dir = work / mode
+    ctx = base.RunContext(
+        name="bench", namespace="default", spec=spec,
+        data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=None),
+        model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=STEPS, resume=False,
+        device="cpu", world_size=1, rank=0, stop=threading.Event(), reporter=reporter,
+    )
+    engine = HFCTCEngine()
+    engine.prepare(ctx)
+    loaded = _rss_bytes()
+    result = engine.train(ctx)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    timed = reporter.steps[WARMUP_STEPS:]
+    newest = checkpoints.newest(ctx.checkpoint_dir)
+    return {
+        "mode": mode,
+        "trainable": result.extra["trainable_parameters"],
+        "total": result.extra["total_parameters"],
+        "audio_s_per_s": sum(s["audio_seconds"] for s in timed) / sum(s["step_seconds"] for s in timed),
+        "peak_rss_mib": peak / 2**20,
+        "training_mib": max(0, peak - loaded) / 2**20,
+        "checkpoint_kib": (newest / checkpoints.WEIGHTS).stat().st_size / 1024 if newest else 0.0,
+        "final_loss": result.train_loss,
+    }
+
+
+def main() -> None:
+    from speechtune.data import synth
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-hf-") as folder:
+        root = Path(folder)
+        synth.synthesize(root / "data", n=40, languages=["bn"], domain="banglish", seed=5)
+        for mode in MODES:  # a fresh process each: ru_maxrss is a per-process peak
+            out = subprocess.run(
+                [sys.executable, __file__, mode, str(root / "data"), str(root / "work")],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    header = f"{'mode':<10}{'trainable':>12}{'of total':>10}{'audio s/s':>11}{'peak RSS':>11}{'training +':>12}{'ckpt':>11}{'loss':>8}"
+    print(f"tiny wav2vec2, {STEPS} steps of batch 8 on synthetic Banglish, CPU, 1 thread")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['mode']:<10}{r['trainable']:>12,}{r['trainable'] / r['total']:>10.1%}{r['audio_s_per_s']:>11.1f}"
+            f"{r['peak_rss_mib']:>8.0f} MiB{r['training_mib']:>8.0f} MiB{r['checkpoint_kib']:>7.0f} KiB{r['final_loss']:>8.3f}"
+        )
+
+
+if __name__ == "__main__" and len(sys.argv) == 4:
+    print(json.dumps(measure(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))))
+elif __name__ == "__main__":
+    main()
