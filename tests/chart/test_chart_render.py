@@ -1,7 +1,4 @@
-"""`helm lint` and `helm template` with default and full values: what the chart renders.
-
-Needs the helm binary (built with the local control plane's tools), not a running cluster.
-"""
+"""`helm lint` and `helm template` with default and full values: what the chart renders."""
 
 from __future__ import annotations
 
@@ -16,6 +13,10 @@ import pytest
 import yaml
 
 from chart_render import CHART, FULL_VALUES, KUBE_VERSION, ROOT, by_kind, one, run_helm, template
+
+# No running cluster needed, but helm comes from the control plane's Go build (minutes on a
+# fresh machine), so these run with the cluster tier, not in `make test-unit`.
+pytestmark = pytest.mark.cluster
 
 # Least privilege, as a table: (apiGroup, resource) -> the verbs the chart grants, derived
 # from what the operator's code and kopf call. Anything else (secrets, nodes, wildcards, a
