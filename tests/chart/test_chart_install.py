@@ -120,6 +120,12 @@ def full_release(cluster: Any, helm: Path, monitoring_crds: None) -> Iterator[Re
     yield from install(cluster, helm, "--values", str(FULL_VALUES))
 
 
+def resource_type(obj: dict[str, Any]) -> str:
+    """kubectl's fully qualified type: `deployment.apps`, `podmonitor.monitoring.coreos.com`, `service`."""
+    group, _, _ = obj["apiVersion"].rpartition("/")
+    return f"{obj['kind'].lower()}.{group}" if group else str(obj["kind"]).lower()
+
+
 @pytest.mark.parametrize("which", ["default", "full"])
 def test_every_object_is_accepted(which: str, request: pytest.FixtureRequest, cluster: Any) -> None:
     release: Release = request.getfixturevalue(f"{which}_release")
@@ -129,9 +135,7 @@ def test_every_object_is_accepted(which: str, request: pytest.FixtureRequest, cl
     for obj in release.objects:
         meta = obj["metadata"]
         scope = ["--namespace", meta["namespace"]] if "namespace" in meta else []
-        found = cluster.kubectl("get", f"{obj['kind'].lower()}.{obj['apiVersion'].split('/')[0]}"
-                                if "/" in obj["apiVersion"] else obj["kind"].lower(), meta["name"], *scope,
-                                "-o", "json")
+        found = cluster.kubectl("get", resource_type(obj), meta["name"], *scope, "-o", "json")
         assert json.loads(found.stdout)["metadata"]["name"] == meta["name"]
 
 
