@@ -62,7 +62,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     (_set("spec.data.train", "../escape.json"), "spec.data.train", "relative"),
     (_set("spec.training.precision", "bf16"), "spec.training.precision", "GPUs"),
     (_set("spec.training.peft.method", "adapters"), "spec.training.peft.method", "hf-ctc"),
-    (_set("spec.training.warmupSteps", 400), "spec.training.warmupSteps", "smaller"),
+    (_set("spec.training.warmupSteps", 5000), "spec.training.warmupSteps", "smaller"),
     (_set("metadata.name", "Demo_Job"), "metadata.name", "does not match"),
 ])
 def test_bad_input_names_the_field(mutate: Callable[[dict[str, Any]], None], field: str, words: str) -> None:

@@ -6,6 +6,7 @@ Brain would otherwise do (logging, stop signals, metrics, scoring)."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -26,6 +27,7 @@ HPARAMS_FILE = "hyperparams.json"
 MODEL_FILE = "model.ckpt"
 NORMALIZER_FILE = "normalizer.ckpt"
 EVAL_BATCH_SECONDS = 120.0
+LOSS_WINDOW = 20  # steps averaged into TrainResult.train_loss
 
 
 @checkpoints.register_checkpoint_hooks
@@ -45,18 +47,6 @@ class Progress:
     @checkpoints.mark_as_loader
     def _load(self, path: Path, end_of_epoch: bool = False) -> None:
         vars(self).update(json.loads(Path(path).read_text()))
-
-
-@dataclasses.dataclass
-class _Window:
-    """Running means for the log window (reported in TrainResult)."""
-
-    loss_sum: float = 0.0
-    steps: int = 0
-    audio_seconds: float = 0.0
-    seconds: float = 0.0
-    padding_sum: float = 0.0
-    batches: int = 0
 
 
 class SpeechBrainCTCEngine:
@@ -196,7 +186,7 @@ class SpeechBrainCTCEngine:
         accumulation = int(self.training.get("gradAccumulation", 1))
         val_interval = int(self.training.get("valCheckInterval") or max(1, self.max_steps // 5))
         clip = float(self.training.get("gradientClipVal") or 0.0)
-        window = _Window()
+        recent: collections.deque[float] = collections.deque(maxlen=LOSS_WINDOW)
         last_loss: float | None = None
         val_loss: float | None = None
         stopped = False
@@ -220,11 +210,8 @@ class SpeechBrainCTCEngine:
                 self._optimizer_step(clip)
                 self.progress.step = step
                 self.progress.batch_in_epoch = start + len(group)
-                window.loss_sum += loss
-                window.steps += 1
-                last_loss = window.loss_sum / window.steps
-                if window.steps >= 20:
-                    window = _Window()
+                recent.append(loss)
+                last_loss = sum(recent) / len(recent)
                 if step % val_interval == 0 or step >= self.max_steps:
                     val_loss = self._validate(ctx, step)
                 if ctx.stop.is_set():
