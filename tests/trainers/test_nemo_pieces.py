@@ -174,6 +174,13 @@ class TestManifests:
             manifests.read(path)
 
 
+def test_hypotheses_lose_control_tokens_but_keep_timestamps() -> None:
+    from speechtune.engines.nemo_canary import engine
+
+    assert engine.clean_hypothesis(" <|pnc|><|pnc|> hallo  welt<|endoftext|>") == "hallo welt"
+    assert engine.clean_hypothesis("<|3|> it's <|7|>") == "<|3|> it's <|7|>"
+
+
 def test_canary2_special_tokens_cover_the_prompt_and_fill_a_power_of_two() -> None:
     tokens = tokenizers.special_tokens("canary2", ["en", "de"])
     for needed in ("<|startofcontext|>", "<|startoftranscript|>", "<|emo:undefined|>", "<|en|>", "<|de|>",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -393,12 +394,22 @@ def transcribe_manifest(model: Any, manifest: Path, batch_size: int = 8) -> list
             base.Hypothesis(
                 utt_id=str(row.fields.get("id") or row.fields.get("utt_id") or Path(str(row.fields["audio_filepath"])).stem),
                 reference=row.text,
-                hypothesis=text.strip(),  # canary hypotheses start with a space
+                hypothesis=clean_hypothesis(text),
                 language=row.target_lang,
                 duration=float(row.fields["duration"]) if row.fields.get("duration") is not None else None,
             )
         )
     return hypotheses
+
+
+# Prompt/control tokens an undertrained decoder may still emit; frame numbers (<|12|>) are
+# kept because they are the output of the timestamp task.
+_CONTROL_TOKEN = re.compile(r"<\|(?!\d+\|>)[^|<>]*\|>")
+
+
+def clean_hypothesis(text: str) -> str:
+    """Without control tokens and surrounding spaces (canary hypotheses start with one)."""
+    return " ".join(_CONTROL_TOKEN.sub(" ", text).split())
 
 
 def _default_slots(model: Any) -> dict[str, Any]:
