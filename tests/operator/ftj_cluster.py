@@ -138,6 +138,12 @@ class OperatorProcess:
             self._process.kill()
             self._process.wait(timeout=30)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the operator has used so far."""
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         assert self._process is not None
         for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
