@@ -154,3 +154,33 @@ def test_stop_event_set_by_sigterm() -> None:
     with signals.stop_on_sigterm(stop):
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.wait(timeout=10)
+
+
+def test_torchrun_command_for_one_and_many_nodes() -> None:
+    from speechtune.runtime import launcher
+
+    local = launcher.torchrun_command(["run", "job.yaml"], gpus_per_node=4, environ={})
+    assert local[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=4" in local
+    assert "--standalone" in local and local[-4:] == ["-m", "speechtune.cli", "run", "job.yaml"]
+    pods = launcher.torchrun_command(["train", "--job", "j.yaml"], gpus_per_node=8, environ={
+        "PET_NNODES": "2", "PET_NODE_RANK": "1", "MASTER_ADDR": "ftj-master-0", "MASTER_PORT": "23456"})
+    assert {"--nnodes=2", "--node_rank=1", "--master_addr=ftj-master-0", "--master_port=23456"} <= set(pods)
+    assert launcher.needs_torchrun(2, {}) and not launcher.needs_torchrun(2, {"LOCAL_RANK": "0"})
+    assert not launcher.needs_torchrun(1, {})
+
+
+def test_eval_finds_the_run_and_its_export(tmp_path: Path) -> None:
+    import json
+
+    from speechtune.runtime import evaluation
+
+    run = tmp_path / "runs" / "job" / "20260101_000000"
+    (run / "checkpoints" / "CKPT+step00000010").mkdir(parents=True)
+    (run / "job.yaml").write_text("{}")
+    (run / "model.nemo").write_text("x")
+    (run / "metrics.json").write_text(json.dumps({"model_export": str(run / "model.nemo")}))
+    assert evaluation.find_run(run) == (run, run / "model.nemo")
+    checkpoint = run / "checkpoints" / "CKPT+step00000010"
+    assert evaluation.find_run(checkpoint) == (run, checkpoint)
+    with pytest.raises(ValueError, match="no job.yaml"):
+        evaluation.find_run(tmp_path)

@@ -40,7 +40,8 @@ class RunContext:
     model_dir: Path | None  # the model/cache volume when one is mounted
     run_dir: Path  # <output>/<job>/<run-id>/ ; engine writes only below it
     checkpoint_dir: Path  # run_dir / "checkpoints"
-    max_steps: int | None  # spec.training.maxSteps or the --max-steps override
+    max_steps: int | None  # spec.training.maxSteps or the --max-steps override; 0: no
+    # training follows (`speechtune eval`: prepare loads spec.model.path, then evaluate)
     resume: bool  # spec.output.resume: continue from the newest checkpoint if one exists
     device: str  # "cpu" or "cuda"
     world_size: int  # processes in the job (torchrun); rank 0 reports

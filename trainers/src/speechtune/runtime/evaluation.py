@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,23 @@ def find_run(checkpoint: Path) -> tuple[Path, Path]:
     checkpoint = checkpoint.absolute()
     for folder in (checkpoint, *checkpoint.parents):
         if (folder / "job.yaml").exists():
-            model = checkpoint if checkpoint != folder else folder / "model"
+            model = checkpoint if checkpoint != folder else exported_model(folder)
             if not model.exists():
                 raise ValueError(f"--checkpoint {checkpoint}: the run has no exported model/ folder "
                                  "(it did not finish); pass a checkpoint folder instead")
             return folder, model
     raise ValueError(f"--checkpoint {checkpoint}: no job.yaml here or above (want a run folder)")
+
+
+def exported_model(run_folder: Path) -> Path:
+    """What engine.export returned (metrics.json's model_export): a folder or a file
+    such as a .nemo; `model/` when the run recorded none."""
+    metrics = run_folder / "metrics.json"
+    if metrics.exists():
+        export = json.loads(metrics.read_text()).get("model_export")
+        if export:
+            return Path(export)
+    return run_folder / "model"
 
 
 def eval_spec(job: specs.Job, model: Path) -> dict[str, Any]:
