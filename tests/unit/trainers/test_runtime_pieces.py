@@ -184,3 +184,22 @@ def test_eval_finds_the_run_and_its_export(tmp_path: Path) -> None:
     assert evaluation.find_run(checkpoint) == (run, checkpoint)
     with pytest.raises(ValueError, match="no job.yaml"):
         evaluation.find_run(tmp_path)
+
+
+def test_metrics_server_moves_off_a_busy_default_port_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from speechtune.runtime import session
+
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        monkeypatch.setattr(metrics, "DEFAULT_PORT", taken)
+        registry = metrics.TrainingMetrics(job="j", namespace="ns", engine="e")
+        quiet = console.Console(open("/dev/null", "w"), live=False)
+        server = session.start_metrics_server(registry, None, quiet, environ={})
+        assert server.port != taken
+        server.stop()
+        with pytest.raises(OSError):  # asked for explicitly: no silent move
+            session.start_metrics_server(registry, None, quiet, environ={"SPEECHTUNE_METRICS_PORT": str(taken)})

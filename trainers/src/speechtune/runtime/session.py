@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import os
 import resource
@@ -99,6 +100,20 @@ def preflight(job_spec: Mapping[str, Any], data: base.DataPaths) -> check.Report
     return report
 
 
+def start_metrics_server(metrics: run_metrics.TrainingMetrics, port: int | None, console: consoles.Console,
+                         environ: Mapping[str, str] = os.environ) -> run_metrics.MetricsServer:
+    """On the port asked for (flag, then SPEECHTUNE_METRICS_PORT); when nobody asked and
+    the default 9400 is taken (a second local run), on a free port instead."""
+    chosen = run_metrics.port_from_env(environ) if port is None else port
+    try:
+        return run_metrics.MetricsServer(metrics, port=chosen)
+    except OSError as error:
+        if port is not None or run_metrics.PORT_ENV in environ or error.errno != errno.EADDRINUSE:
+            raise
+        console.line(f"metrics: port {chosen} is in use; using a free port")
+        return run_metrics.MetricsServer(metrics, port=0)
+
+
 def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) -> Outcome:
     job_spec = job.spec
     where = placement(job_spec)
@@ -113,8 +128,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=str(job_spec["engine"]))
     server = None
     if primary:
-        port = run_metrics.port_from_env() if options.metrics_port is None else options.metrics_port
-        server = run_metrics.MetricsServer(metrics, port=port)
+        server = start_metrics_server(metrics, options.metrics_port, console)
         (options.on_metrics_url or (lambda url: console.line(f"metrics: {url}")))(server.url)
     reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
                                      console=console, primary=primary)
