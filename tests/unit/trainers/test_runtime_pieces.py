@@ -203,3 +203,26 @@ def test_metrics_server_moves_off_a_busy_default_port_only(monkeypatch: pytest.M
         server.stop()
         with pytest.raises(OSError):  # asked for explicitly: no silent move
             session.start_metrics_server(registry, None, quiet, environ={"SPEECHTUNE_METRICS_PORT": str(taken)})
+
+
+def test_local_resume_picks_the_newest_unfinished_run(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from speechtune.runtime import rundir
+
+    def make(name: str, status: str | None, mtime: int, checkpoint: bool = True) -> None:
+        folder = rundir.create(tmp_path, "job", name)
+        if checkpoint:
+            (folder.checkpoints / "CKPT+step00000002").mkdir()
+        if status:
+            folder.metrics_json.write_text(json.dumps({"status": status}))
+        os.utime(folder.path, (mtime, mtime))
+
+    assert rundir.unfinished_run(tmp_path, "job") is None
+    make("a", "succeeded", 100)
+    make("b", "stopped", 200)
+    make("c", None, 300, checkpoint=False)  # killed before its first checkpoint
+    assert rundir.unfinished_run(tmp_path, "job") == "b"
+    make("d", "succeeded", 400)
+    assert rundir.unfinished_run(tmp_path, "job") is None

@@ -47,6 +47,20 @@ def run_id(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(RUN_ID_ENV) or time.strftime("%Y%m%d_%H%M%S")
 
 
+def unfinished_run(output: Path, job: str) -> str | None:
+    """The newest run of `job` that has checkpoints but did not succeed (killed, stopped,
+    failed): what a local `speechtune run` with output.resume continues."""
+    runs = sorted((p for p in (output / job).glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for folder in reversed(runs):
+        metrics = folder / "metrics.json"
+        status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+        if status == "succeeded":
+            return None  # the newest run finished: start a new one
+        if any((folder / "checkpoints").glob("CKPT+*")):
+            return folder.name
+    return None
+
+
 def create(output: Path, job: str, run: str) -> RunFolder:
     folder = RunFolder(output / job / run)
     folder.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,19 @@ def preflight(job_spec: Mapping[str, Any], data: base.DataPaths) -> check.Report
     return report
 
 
+def choose_run_id(job: specs.Job, mounts: volumes.Mounts, options: Options,
+                  environ: Mapping[str, str] = os.environ) -> str:
+    """--run-id, else SPEECHTUNE_RUN_ID (pods), else with output.resume the newest
+    unfinished local run of this job, else a new timestamp."""
+    if options.run_id:
+        return options.run_id
+    if rundir.RUN_ID_ENV not in environ and (job.spec.get("output") or {}).get("resume", True):
+        previous = rundir.unfinished_run(mounts.output, job.name)
+        if previous:
+            return previous
+    return rundir.run_id(environ)
+
+
 def start_metrics_server(metrics: run_metrics.TrainingMetrics, port: int | None, console: consoles.Console,
                          environ: Mapping[str, str] = os.environ) -> run_metrics.MetricsServer:
     """On the port asked for (flag, then SPEECHTUNE_METRICS_PORT); when nobody asked and
@@ -122,7 +135,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     notes = engine_notes(job_spec)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
-    folder = rundir.create(mounts.output, job.name, options.run_id or rundir.run_id())  # 3.
+    folder = rundir.create(mounts.output, job.name, choose_run_id(job, mounts, options))  # 3.
     if primary:
         folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
     metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=str(job_spec["engine"]))
