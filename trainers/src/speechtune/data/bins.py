@@ -12,9 +12,11 @@ utterances alike in both input and output length. The output is a YAML block to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -127,11 +129,25 @@ def measure(
     return durations, tokens
 
 
+def tokenizers_of_nemo(model_file: Path, out_dir: Path) -> Path:
+    """The tokenizer folders packed in a Canary .nemo (as save_tokenizers writes them)."""
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    from speechtune.engines.nemo_canary import tokenizers
+
+    if not model_file.is_file():
+        raise ValueError(f"{model_file}: no such .nemo file")
+    tokenizers.extract(EncDecMultiTaskModel.restore_from(str(model_file), map_location="cpu"), out_dir)
+    return out_dir
+
+
 def load_canary_tokenizer(tokenizer_dir: Path) -> Any:
     """CanaryTokenizer from a folder of per-language folders (`spl_tokens`, `en`, ...), as
     written by `save_tokenizers` or the nemo-canary engine (<run>/nemo/tokenizers)."""
     from nemo.collections.common.tokenizers import CanaryTokenizer, SentencePieceTokenizer
 
+    if not tokenizer_dir.is_dir():
+        raise ValueError(f"{tokenizer_dir}: not a tokenizer folder (or a .nemo file)")
     langs = {p.name: p for p in sorted(tokenizer_dir.iterdir()) if (p / "tokenizer.model").is_file()}
     if "spl_tokens" not in langs:
         raise ValueError(f"{tokenizer_dir}: expected a spl_tokens/ folder next to the per-language tokenizers")
@@ -139,17 +155,28 @@ def load_canary_tokenizer(tokenizer_dir: Path) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    durations, tokens = measure(
-        [Path(p) for p in args.manifests],
-        Path(args.tokenizers),
-        prompt_format=args.prompt_format,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        num_examples=args.num_examples,
-    )
+    try:
+        return _run(args)
+    except ValueError as error:
+        print(f"speechtune data bins: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    source = Path(args.tokenizers)
+    # NeMo logs to stdout; keep stdout for the YAML so it can be piped into a job file.
+    with tempfile.TemporaryDirectory(prefix="speechtune-bins-") as tmp, contextlib.redirect_stdout(sys.stderr):
+        tokenizer_dir = tokenizers_of_nemo(source, Path(tmp)) if source.suffix == ".nemo" else source
+        durations, tokens = measure(
+            [Path(p) for p in args.manifests],
+            tokenizer_dir,
+            prompt_format=args.prompt_format,
+            min_duration=args.min_duration,
+            max_duration=args.max_duration,
+            num_examples=args.num_examples,
+        )
     duration_tokens = estimate_bins_2d(durations, tokens, num_buckets=args.buckets, num_subbuckets=args.sub_buckets)
-    sizes = batch_sizes_for(duration_tokens, args.batch_duration) if args.batch_duration else None
-    bins = Bins(duration_tokens=duration_tokens, batch_sizes=sizes)
+    bins = Bins(duration_tokens=duration_tokens, batch_sizes=batch_sizes_for(duration_tokens, args.batch_duration))
     print(f"# {len(durations)} utterances, {len(duration_tokens)} bins", file=sys.stderr)
     text = yaml.safe_dump({"overrides": bins.as_overrides()}, sort_keys=False, default_flow_style=None)
     if args.output:
@@ -168,14 +195,16 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:  # type: igno
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifests", nargs="+", help="NeMo JSON-lines manifests (rows need source_lang/target_lang)")
-    parser.add_argument("--tokenizers", required=True, help="folder holding spl_tokens/ and one folder per language")
+    parser.add_argument("--tokenizers", required=True,
+                        help="folder holding spl_tokens/ and one folder per language, or a Canary .nemo")
     parser.add_argument("--prompt-format", default="canary2", choices=["canary2", "canary"])
     parser.add_argument("-b", "--buckets", type=int, default=30, help="duration buckets")
     parser.add_argument("-s", "--sub-buckets", type=int, default=2, help="token sub-buckets per duration bucket")
     parser.add_argument("-l", "--min-duration", type=float, default=0.0)
     parser.add_argument("-u", "--max-duration", type=float, default=math.inf)
     parser.add_argument("-n", "--num-examples", type=int, default=-1, help="utterances to measure (-1: all)")
-    parser.add_argument("--batch-duration", type=float, default=None,
-                        help="also print bucket_batch_size: seconds of audio per batch / bin duration")
+    parser.add_argument("--batch-duration", type=float, required=True,
+                        help="seconds of audio per batch; bucket_batch_size = this / bin duration "
+                             "(NeMo's 2D bucketing needs one batch size per bin)")
     parser.add_argument("-o", "--output", default=None, help="write the YAML here instead of stdout")
     parser.set_defaults(func=run)
