@@ -9,12 +9,25 @@ GROUP, VERSION, PLURAL = "speechtune.dev", "v1alpha1", "finetunejobs"
 DONE_PHASES = ("Succeeded", "Failed")
 
 
+class ClusterError(RuntimeError):
+    """The job could not be read: no kubeconfig, no such job, API errors."""
+
+
 def get_job(name: str, *, namespace: str, kubeconfig: str | None = None) -> Mapping[str, Any]:
     from kubernetes import client, config  # only the cluster commands need it
 
-    config.load_kube_config(config_file=kubeconfig)
+    try:
+        config.load_kube_config(config_file=kubeconfig)
+    except (config.ConfigException, OSError) as error:
+        raise ClusterError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {error}") from None
     api = client.CustomObjectsApi()
-    return cast(Mapping[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    try:
+        job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as error:
+        if error.status == 404:
+            raise ClusterError(f"finetunejob {namespace}/{name} not found") from None
+        raise ClusterError(f"finetunejob {namespace}/{name}: {error.status} {error.reason}") from None
+    return cast(Mapping[str, Any], job)
 
 
 def format_status(job: Mapping[str, Any]) -> str:

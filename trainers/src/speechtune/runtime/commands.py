@@ -151,16 +151,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from speechtune.runtime import cluster
 
-    print(cluster.format_status(cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig)))
+    try:
+        job = cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig)
+    except cluster.ClusterError as error:
+        return _fail(str(error))
+    print(cluster.format_status(job))
     return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from speechtune.runtime import cluster
 
-    job = cluster.watch(
-        lambda: cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig),
-        show=print, interval=args.interval)
+    try:
+        job = cluster.watch(
+            lambda: cluster.get_job(args.name, namespace=args.namespace, kubeconfig=args.kubeconfig),
+            show=print, interval=args.interval)
+    except cluster.ClusterError as error:
+        return _fail(str(error))
     return 0 if (job.get("status") or {}).get("phase") == "Succeeded" else 1
 
 
