@@ -122,6 +122,8 @@ def test_adapters_mode_trains_only_adapter_layers_and_head() -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == set(modelling.adapter_parameters(model))
     assert any("adapter_layer" in n for n in trainable) and "lm_head.weight" in trainable
+    # No backward through the convolutions for a waveform gradient nobody uses.
+    assert model.wav2vec2.feature_extractor._requires_grad is False
 
 
 def test_error_rates_skip_empty_references() -> None:

@@ -116,14 +116,16 @@ class HFCTCEngine:
         if newest is not None:
             loop.state = checkpoints.load(newest, model=trainable, optimizers=loop.optimizers())
             ctx.reporter.log(f"hf-ctc: resumed from {newest} (step {loop.state.step})")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            loop.model = torch.nn.parallel.DistributedDataParallel(trainable)
+        if ctx.world_size > 1:
+            loop.model = distributed(trainable, device)
         ctx.reporter.set_max_steps(loop.total_steps)
         self._loop = loop
 
     def train(self, ctx: base.RunContext) -> base.TrainResult:
         loop = self._require_loop()
         stopped = loop_mod.run(loop, ctx)
+        if loop.world_size > 1:  # rank 0 may still be writing the last checkpoint
+            torch.distributed.barrier()
         best = checkpoints.best(ctx.checkpoint_dir)
         if not stopped and best is not None and checkpoints.state_of(best).step != loop.state.step:
             # Like load_best_model_at_end: evaluate and export the best validated weights.
@@ -195,6 +197,15 @@ def mixed_precision(precision: str, device: str, reporter: base.Reporter) -> Any
         return loop_mod.no_autocast
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return functools.partial(torch.autocast, device_type=device.split(":")[0], dtype=dtype)
+
+
+def distributed(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """DDP over torchrun's process group (one process per GPU); every rank loaded the same
+    checkpoint, rank 0 alone writes new ones."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    device_ids = [int(device.split(":")[1])] if device.startswith("cuda:") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def _seed_everything(seed: int) -> None:

@@ -99,6 +99,12 @@ def make_trainable(
     language and a vocabulary built from scratch) the adapter layers and head start anew,
     as MMS does for a new language; otherwise training continues from the loaded adapter
     and the head's trained rows."""
+    # The PEFT modes never train the feature encoder. freeze_feature_encoder() also clears
+    # its _requires_grad flag; merely freezing its weights would leave the flag set, and the
+    # encoder then asks autograd for gradients of the raw waveform (a backward pass through
+    # every convolution, for nothing).
+    if hf.freeze_feature_encoder or hf.mode != "none":
+        model.freeze_feature_encoder()
     if hf.mode == "adapters":
         if getattr(model.config, "adapter_attn_dim", None) is None:
             raise ValueError(
@@ -111,8 +117,6 @@ def make_trainable(
         for parameter in adapter_parameters(model).values():
             parameter.requires_grad_(True)
         return model
-    if hf.freeze_feature_encoder:
-        model.freeze_feature_encoder()
     if hf.mode == "lora":
         config = peft.LoraConfig(
             r=hf.lora_r, lora_alpha=hf.lora_alpha,  # type: ignore[arg-type]  # alpha / r: a float works
