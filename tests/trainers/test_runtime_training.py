@@ -215,7 +215,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_retryable(data: Path, tmp_path: Pa
 def test_sweep_runs_each_grid_point_and_appends_one_row_each(data: Path, tmp_path: Path) -> None:
     from speechtune.runtime import sweeps
 
-    job = spec.validate(job_document(max_steps=2, val_every=2, limitValBatches=1, warmupSteps=0))
+    job = spec.validate(job_document(max_steps=2, val_every=2, limitValBatches=1, warmupSteps=0, gradAccumulation=2))
     mounts = volumes.local_mounts(job.spec, {"d": data, "r": tmp_path})
     grid = sweeps.parse_grid(["learningRate=1e-3,2e-3"])
     assert sweeps.run_grid(job, mounts, grid, csv="unused.csv", stage="coarse", max_steps=None,
@@ -223,3 +223,4 @@ def test_sweep_runs_each_grid_point_and_appends_one_row_each(data: Path, tmp_pat
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))  # the job's own output.sweepCsv
     assert [(r["learning_rate"], r["run_stage"]) for r in rows] == [("0.001", "coarse"), ("0.002", "coarse")]
     assert len({r["output_dir"] for r in rows}) == 2
+    assert {r["grad_accum"] for r in rows} == {"2"}
