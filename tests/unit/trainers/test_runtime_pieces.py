@@ -226,3 +226,13 @@ def test_local_resume_picks_the_newest_unfinished_run(tmp_path: Path) -> None:
     assert rundir.unfinished_run(tmp_path, "job") == "b"
     make("d", "succeeded", 400)
     assert rundir.unfinished_run(tmp_path, "job") is None
+
+
+def test_pod_mounts_are_the_fixed_paths() -> None:
+    spec = {"data": {"volume": {"claimName": "asr-data"}, "train": "t.json", "validation": "v.json",
+                     "test": "x.json"},
+            "output": {"volume": {"claimName": "asr-runs"}}, "model": {"volume": {"claimName": "m"}}}
+    mounts = volumes.pod_mounts(spec)
+    assert (mounts.data, mounts.output, mounts.model) == (Path("/data"), Path("/output"), Path("/models"))
+    assert volumes.data_paths(spec, mounts).test == Path("/data/x.json")
+    assert volumes.pod_mounts({**spec, "model": {}}).model is None

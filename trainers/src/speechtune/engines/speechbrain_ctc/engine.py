@@ -123,7 +123,9 @@ class SpeechBrainCTCEngine:
         return _checkpoint_folder(path)
 
     def _tokenizer(self, ctx: base.RunContext, init_dir: Path | None) -> tokenizers.Tokenizer:
-        for folder in (init_dir, init_dir.parent if init_dir else None):
+        # A resumed run keeps its own tokenizer; a started-from model brings its tokenizer.
+        resumed = ctx.checkpoint_dir if ctx.resume and any(ctx.checkpoint_dir.glob("CKPT+*")) else None
+        for folder in (resumed, init_dir, init_dir.parent if init_dir else None):
             if folder is not None and (folder / "tokenizer.json").exists():
                 return tokenizers.load(folder)
         texts = [self.normalizer(u.text) for u in self.train_utts]
