@@ -51,15 +51,34 @@ class Progress:
 
 class SpeechBrainCTCEngine:
     def prepare(self, ctx: base.RunContext) -> None:
-        spec = ctx.spec
-        self.model_settings, self.train_settings = settings.from_spec(spec)
-        self.training = dict(spec.get("training") or {})
+        self._read_inputs(ctx)  # 1. settings, normaliser, manifests
+        init_dir = self._init_dir(ctx)
+        self._build_model(ctx, init_dir)  # 2. tokenizer, network, starting weights, LoRA
+        self._build_optimisation(ctx)  # 3. optimizer, precision, schedule length, checkpointer
+        if ctx.resume and self.checkpointer.find_checkpoint() is not None:  # 4. resume
+            checkpoint = self.checkpointer.recover_if_possible()  # the newest one
+            ctx.reporter.log(f"resumed from {checkpoint.path} at step {self.progress.step}")
+        if self.net.normalize.count == 0:
+            self._init_cmvn()
+        self.ddp: torch.nn.Module = _distributed(self.net, self.device) if ctx.world_size > 1 else self.net
+        n_params = sum(p.numel() for p in self.net.parameters())
+        ctx.reporter.log(
+            f"speechbrain-ctc: {n_params / 1e6:.2f}M parameters, vocab {len(self.tokenizer.vocab)} "
+            f"({self.tokenizer.kind}), {len(self.train_utts)} training utterances "
+            f"({sum(self.durations) / 3600:.2f} h), {self.max_steps} steps, device {self.device}")
+
+    def _read_inputs(self, ctx: base.RunContext) -> None:
+        self.model_settings, self.train_settings = settings.from_spec(ctx.spec)
+        self.training = dict(ctx.spec.get("training") or {})
         torch.manual_seed(int(self.training.get("seed", 1234)))
         self.device = torch.device(ctx.device)
-        self.normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
+        self.normalizer = normalize.get(str(ctx.spec["data"].get("normalization", "none")))
+        # Rows whose normalised text is empty teach CTC nothing (preflight reports them).
         self.train_utts = [u for u in manifest.read(ctx.data.train) if self.normalizer(u.text).strip()]
         self.valid_utts = manifest.read(ctx.data.validation)
-        init_dir = self._init_dir(ctx)
+        self.durations = [u.duration for u in self.train_utts]
+
+    def _build_model(self, ctx: base.RunContext, init_dir: Path | None) -> None:
         if init_dir is not None:
             self.model_settings = _saved_model_settings(init_dir, self.model_settings)
         self.tokenizer = self._tokenizer(ctx, init_dir)
@@ -67,7 +86,7 @@ class SpeechBrainCTCEngine:
         self.net.set_spec_augment(self.train_settings)
         self.features = audio.FeatureCache(self.net.fbank)
         if init_dir is not None:
-            _load_weights(self.net, init_dir, (spec.get("model") or {}).get("init") or {})
+            _load_weights(self.net, init_dir, (ctx.spec.get("model") or {}).get("init") or {})
             ctx.reporter.log(f"initialised from {init_dir}")
         peft = self.training.get("peft") or {}
         if peft.get("method", "none") == "lora":
@@ -76,35 +95,23 @@ class SpeechBrainCTCEngine:
                 dropout=float(peft.get("dropout", 0.0)), targets=list(peft.get("targetModules") or []) or None)
             ctx.reporter.log(f"LoRA r={peft.get('r')} on the encoder: {trainable} trainable parameters")
         self.net.to(self.device)
+        self.decoder = decoding.Decoder(self.tokenizer, beam_size=self.train_settings.beam_size)
+
+    def _build_optimisation(self, ctx: base.RunContext) -> None:
         self.precision = _autocast_dtype(str(self.training.get("precision", "fp32")), self.device, ctx)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.net.parameters() if p.requires_grad],
             lr=float(self.training.get("learningRate", 1e-4)), weight_decay=self.train_settings.weight_decay)
         self.scaler = torch.amp.GradScaler(enabled=self.precision == torch.float16)
         self.progress = Progress()
-        self.durations = [u.duration for u in self.train_utts]
         self.max_steps = self._max_steps(ctx)
         ctx.reporter.set_max_steps(self.max_steps)
-        self.decoder = decoding.Decoder(self.tokenizer, beam_size=self.train_settings.beam_size)
         recoverables: dict[str, Any] = {"model": self.net, "normalizer": self.net.normalize,
                                         "optimizer": self.optimizer, "progress": self.progress}
         if self.scaler.is_enabled():
             recoverables["scaler"] = self.scaler
         self.checkpointer = checkpoints.Checkpointer(ctx.checkpoint_dir, recoverables=recoverables)
         self._write_model_files(ctx.checkpoint_dir)
-        if ctx.resume and self.checkpointer.find_checkpoint() is not None:
-            checkpoint = self.checkpointer.recover_if_possible()  # the newest one
-            ctx.reporter.log(f"resumed from {checkpoint.path} at step {self.progress.step}")
-        if self.net.normalize.count == 0:
-            self._init_cmvn()
-        self.ddp: torch.nn.Module = self.net
-        if ctx.world_size > 1:
-            self.ddp = _distributed(self.net, self.device)
-        n_params = sum(p.numel() for p in self.net.parameters())
-        ctx.reporter.log(
-            f"speechbrain-ctc: {n_params / 1e6:.2f}M parameters, vocab {len(self.tokenizer.vocab)} "
-            f"({self.tokenizer.kind}), {len(self.train_utts)} training utterances "
-            f"({sum(self.durations) / 3600:.2f} h), {self.max_steps} steps, device {self.device}")
 
     # -- preparation helpers -------------------------------------------------------------
 
