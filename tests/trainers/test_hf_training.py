@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -26,7 +28,7 @@ from transformers import Wav2Vec2ForCTC
 from speechtune import spec as specs
 from speechtune.data import normalize, synth
 from speechtune.engines import base
-from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints
+from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints, modelling
 from speechtune.runtime import session, volumes
 
 pytestmark = pytest.mark.training
@@ -163,6 +165,7 @@ def test_adapters_lower_cer_and_emit_added_digits(adapters_run: dict[str, Any]) 
     assert result.extra["mode"] == "adapters"
     assert set("0123456789") <= set(result.extra["added_characters"])
     assert result.extra["trainable_parameters"] < 0.1 * result.extra["total_parameters"]
+    print(f"training-set CER {cer_of(before):.3f} -> {cer_of(after):.3f}")  # shown with -rA
     assert cer_of(after) < cer_of(before) - 0.08, (cer_of(before), cer_of(after))
     assert any(c.isdigit() for h in after for c in h.hypothesis)  # the grown head's new rows are used
     assert [v["step"] for v in adapters_run["reporter"].validations] == [75, 150]
@@ -186,7 +189,7 @@ def test_adapter_file_reloads_with_target_lang(adapters_run: dict[str, Any]) -> 
 
 def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained: Pretrained, banglish: Path) -> None:
     reporter = RecordingReporter()
-    ctx = context(job_spec(method="lora", model_path=pretrained.folder, steps=150, lr=3e-2), banglish, tmp_path, reporter)
+    ctx = context(job_spec(method="lora", model_path=pretrained.folder, steps=250, lr=3e-2), banglish, tmp_path, reporter)
     engine = HFCTCEngine()
     engine.prepare(ctx)
     before = engine.evaluate(ctx, ctx.data.train)
@@ -199,6 +202,7 @@ def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained:
     after = engine.evaluate(ctx, ctx.data.train)
 
     assert result.extra["mode"] == "lora"
+    print(f"training-set CER {cer_of(before):.3f} -> {cer_of(after):.3f}")  # shown with -rA
     assert cer_of(after) < cer_of(before) - 0.08, (cer_of(before), cer_of(after))
     assert any(c.isdigit() for h in after for c in h.hypothesis)
     lora_weights = safetensors.torch.load_file(str(export / "lora" / "adapter_model.safetensors"))
@@ -264,6 +268,37 @@ def test_tiny_mms_example_runs_with_speechtune_run(tmp_path: Path, banglish: Pat
     assert (export / "adapter.ben.safetensors").exists()
     Wav2Vec2ForCTC.from_pretrained(str(export), target_lang="ben", ignore_mismatched_sizes=True)
     assert outcome.metrics  # metrics.json facts were written
+
+
+def _ddp_rank(rank: int, port: int, spec: dict[str, Any], data: Path, run_dir: Path, out: Path) -> None:
+    """One torchrun-like process of the DDP test (spawned: module level, picklable)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    ctx = dataclasses.replace(context(spec, data, run_dir, RecordingReporter()), world_size=2, rank=rank)
+    engine = HFCTCEngine()
+    engine.prepare(ctx)
+    result = engine.train(ctx)
+    state = checkpoints.trainable_state(modelling.unwrap_ddp(engine._loop.model))
+    safetensors.torch.save_file(state, str(out / f"rank{rank}.safetensors"))
+    (out / f"rank{rank}.json").write_text(json.dumps({"steps": result.steps, "reported": len(ctx.reporter.steps)}))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_keeps_ranks_in_step(tmp_path: Path, pretrained: Pretrained, banglish: Path) -> None:
+    """torchrun's multi-GPU layout on the CPU (gloo): both ranks step together on their
+    own half of the batches and end with identical weights; only rank 0 writes checkpoints."""
+    spec = job_spec(method="lora", model_path=pretrained.folder, steps=4, lr=1e-2, val_every=2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_rank, args=(port, spec, banglish, tmp_path / "run", tmp_path), nprocs=2)
+    rank0 = safetensors.torch.load_file(str(tmp_path / "rank0.safetensors"))
+    rank1 = safetensors.torch.load_file(str(tmp_path / "rank1.safetensors"))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"steps": 4, "reported": 4}
+    assert [p.name for p in checkpoints.listed(tmp_path / "run" / "checkpoints")] == ["step-00000002", "step-00000004"]
 
 
 @pytest.fixture(scope="module", autouse=True)
