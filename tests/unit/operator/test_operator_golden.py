@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from speechtune import spec  # the trainer's validator (tests may import both projects)
 from speechtune_operator import settings
 from speechtune_operator.builders import configmap, pytorchjob
 
@@ -42,3 +43,14 @@ def test_configmap_carries_the_whole_defaulted_job(example: str) -> None:
     assert document["kind"] == "FinetuneJob"
     assert document["metadata"] == {"name": body["metadata"]["name"], "namespace": "research"}
     assert document["spec"] == body["spec"]
+
+
+@pytest.mark.parametrize("example", sorted(crdtools.EXAMPLES))
+def test_the_trainer_accepts_the_job_file_the_operator_mounts(example: str) -> None:
+    # The seam between the two projects: the pod's /etc/speechtune/job.yaml must pass the
+    # trainer's own validation (the same CRD schema and CEL rules) unchanged.
+    body = crdtools.stored(example)
+    document = yaml.safe_load(configmap.build_configmap(body)["data"]["job.yaml"])
+    job = spec.validate(document, source=f"{example} job.yaml")
+    assert job.name == body["metadata"]["name"]
+    assert dict(job.spec) == body["spec"]
