@@ -8,9 +8,10 @@ half-precision copies autocast keeps for backward; activations of the transforme
 SDPA attention storing no score matrix) and of the convolutional feature encoder when it
 trains; and a fixed allowance for the CUDA context and allocator slack.
 
-For the guide's model (facebook/mms-1b-all, ~965 M parameters, batch 2) that gives about
-20 GiB for full fine-tuning in fp16 (the guide: 14-16 GB, "no" on a 12 GB card) and about
-5 GiB for LoRA (the guide: 6-8 GB, fits an 8 GB card). Pure arithmetic: no torch import,
+For the guide's model (facebook/mms-1b-all, ~965 M parameters, batch 2 x 10 s) that gives
+about 19 GiB for full fine-tuning in fp16 (the guide: 14-16 GB, "no" on a 12 GB card; we
+also count autocast's half copies) and about 5 GiB for LoRA or adapters (the guide: 6-8 GB
+and 4-6 GB, both fit an 8 GB card). Pure arithmetic: no torch import,
 so validation stays fast in the operator's world too.
 """
 

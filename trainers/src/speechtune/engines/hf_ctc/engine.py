@@ -104,7 +104,7 @@ class HFCTCEngine:
         loop = loop_mod.Loop(
             hf=hf, model=trainable, optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),  # replaced below
-            scaler=torch.amp.GradScaler(device.split(":")[0], enabled=hf.precision == "fp16" and device != "cpu"),
+            scaler=torch.amp.grad_scaler.GradScaler(device.split(":")[0], enabled=hf.precision == "fp16" and device != "cpu"),
             train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
             collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=autocast,
             total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,

@@ -34,7 +34,7 @@ class Loop:
     model: torch.nn.Module  # possibly peft- and/or DDP-wrapped
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
+    scaler: torch.amp.grad_scaler.GradScaler
     train_set: batches_mod.AudioDataset
     val_set: batches_mod.AudioDataset
     collator: batches_mod.CTCCollator

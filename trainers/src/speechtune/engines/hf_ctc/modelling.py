@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import peft
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
 from speechtune.engines.hf_ctc import settings as settings_mod
 from speechtune.engines.hf_ctc import vocab as vocab_mod
@@ -58,7 +58,7 @@ def load_pretrained_vocabulary(source: settings_mod.ModelSource, lang: str, cach
     if source.local_dir is not None and not (source.local_dir / "vocab.json").exists():
         return None
     try:
-        tokenizer = vocab_mod.Wav2Vec2CTCTokenizer.from_pretrained(source.name_or_path, cache_dir=_str(cache_dir))
+        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(source.name_or_path, cache_dir=_str(cache_dir))
     except OSError:
         return None
     return vocab_mod.pretrained_vocabulary(tokenizer, lang)
