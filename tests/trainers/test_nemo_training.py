@@ -236,7 +236,7 @@ def test_approach_a_from_a_saved_nemo_with_exclude(trained: Trained, tmp_path: P
     models.mkdir()
     shutil.copyfile(trained.export, models / "tiny.nemo")
     source = EncDecMultiTaskModel.restore_from(str(models / "tiny.nemo"), map_location="cpu").state_dict()
-    spec = tiny_spec(model={"path": "tiny.nemo", "init": {"exclude": EXCLUDED}}, max_steps=3)
+    spec = tiny_spec(data={"test": None}, model={"path": "tiny.nemo", "init": {"exclude": EXCLUDED}}, max_steps=3)
     # Approach A keeps the pretrained architecture: no from-scratch overrides.
     spec["training"]["overrides"] = {"model.decoding.beam.max_generation_delta": 10}
     ctx = make_context(tmp_path / "run", trained.data_dir, spec, max_steps=3, model_dir=models)
