@@ -148,3 +148,20 @@ def test_half_precision_frozen_weights_train_under_autocast(method: str) -> None
     grads = [p.grad for p in trainable.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("method", ["adapters", "lora"])
+def test_gradient_checkpointing_still_reaches_the_trainable_weights(method: str) -> None:
+    """With the encoder frozen, the checkpointed layers' inputs need no grad; the
+    non-reentrant checkpoint the engine asks for must still backpropagate into them."""
+    model = tiny_model()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}},
+                               max_steps=None, model_dir=None)
+    trainable = modelling.make_trainable(model, hf, fresh_adapter=False)
+    trainable.train()
+    trainable(input_values=torch.randn(2, 16000), labels=torch.tensor([[5, 6, 7], [6, 7, -100]])).loss.backward()
+    inside_layers = [p for n, p in trainable.named_parameters() if p.requires_grad and "encoder.layers" in n]
+    assert inside_layers and all(p.grad is not None for p in inside_layers)
+    # (LoRA's A matrices get zero gradients at first: B starts at zero. B's are not zero.)
+    assert sum(float(p.grad.abs().sum()) for p in inside_layers if p.grad is not None) > 0
