@@ -155,7 +155,7 @@ def test_gradient_checkpointing_still_reaches_the_trainable_weights(method: str)
     """With the encoder frozen, the checkpointed layers' inputs need no grad; the
     non-reentrant checkpoint the engine asks for must still backpropagate into them."""
     model = tiny_model()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}},
                                max_steps=None, model_dir=None)
     trainable = modelling.make_trainable(model, hf, fresh_adapter=False)

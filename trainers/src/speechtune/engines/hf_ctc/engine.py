@@ -76,9 +76,10 @@ class HFCTCEngine:
         )
         modelling.fit_head(model, vocab, keep_rows=pretrained is not None)
         if hf.gradient_checkpointing:
-            # Non-reentrant: with a frozen encoder the checkpointed layers' inputs need no
-            # grad, which the reentrant variant would turn into missing gradients.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5.23's name for gradient_checkpointing_enable. Non-reentrant: with
+            # a frozen encoder the checkpointed layers' inputs need no grad, which the
+            # reentrant variant would turn into missing gradients.
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         trainable = modelling.make_trainable(model, hf, fresh_adapter=not adapter_loaded and pretrained is None)
         device = ctx.device
         trainable.to(device)
