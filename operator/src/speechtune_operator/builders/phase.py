@@ -69,7 +69,8 @@ def desired_status(pytorchjob: Mapping[str, Any], failure: PodFailure | None = N
     if phase in FINISHED and "completionTime" not in desired:
         # The training-operator leaves completionTime unset when a non-retryable exit code
         # fails the job (restartPolicy ExitCode); the Failed condition still dates it.
-        ended = next((c for c in status.get("conditions") or [] if c.get("type") == phase), {})
+        ended: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == phase), {})
         if ended.get("lastTransitionTime"):
             desired["completionTime"] = ended["lastTransitionTime"]
     return desired

@@ -28,6 +28,9 @@ def sync_from_pytorchjob(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
         else:
             failure = phase.first_failure(pods.of_job(clients, view.namespace, pytorchjob["metadata"]["name"]))
             desired = phase.desired_status(pytorchjob, failure)
+    # The spec generation this status describes: only runPolicy.suspend can change after
+    # creation, and the suspend handler has acted on it before its effect shows up here.
+    desired["observedGeneration"] = view.generation
     patch = phase.status_patch(current, desired)
     if not patch:
         return

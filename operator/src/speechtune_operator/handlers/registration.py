@@ -47,9 +47,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
 
     @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
-    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    def reconcile(body: kopf.Body, **_: Any) -> None:
         with ctx.telemetry.reconcile():
-            creating.ensure_children(body, patch, settings=ctx.settings, clients=ctx.clients)
+            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients)
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
