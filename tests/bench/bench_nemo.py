@@ -29,6 +29,7 @@ BATCH_DURATION = 30.0
 STEPS = 30
 WARMUP_STEPS = 3  # excluded from throughput (first batches pay for lazy initialisation)
 LOADER_BATCHES = 60
+ROUNDS = 2
 
 
 class StepRecorder:
@@ -81,13 +82,11 @@ def measure(name: str, data: Path, work: Path, overrides: dict[str, Any]) -> dic
     began = time.perf_counter()
     engine.train(ctx)
     wall = time.perf_counter() - began
-    timed = reporter.steps[WARMUP_STEPS:]
-    audio = sum(s["audio_seconds"] for s in timed)
-    seconds = sum(s["step_seconds"] or 0.0 for s in timed)
+    # Per-step rates: their median shrugs off bursts of load from other processes.
+    rates = [s["audio_seconds"] / s["step_seconds"] for s in reporter.steps[WARMUP_STEPS:] if s["step_seconds"]]
     return {
         "loader": name, "input_padding": input_pad, "output_padding": output_pad, "utts_per_batch": batch_size,
-        "audio_s_per_s": audio / seconds if seconds else float("nan"), "train_wall_s": wall,
-        "tokenizers": ctx.run_dir / "nemo" / "tokenizers",
+        "rates": rates, "train_wall_s": wall, "tokenizers": ctx.run_dir / "nemo" / "tokenizers",
     }
 
 
@@ -96,18 +95,30 @@ def main() -> None:
         work = Path(tmp)
         data = work / "data"
         synth.synthesize(data, n=UTTERANCES, languages=["en", "de"], domain="generic", seed=3, translate_to="de")
-        plain = measure("no bucketing", data, work, {"model.train_ds.use_bucketing": False})
-        durations, tokens = bins.measure([data / "train.json"], plain["tokenizers"], prompt_format="canary2",
+        plain_overrides: dict[str, Any] = {"model.train_ds.use_bucketing": False}
+        first = measure("no bucketing", data, work / "r0", plain_overrides)
+        durations, tokens = bins.measure([data / "train.json"], first["tokenizers"], prompt_format="canary2",
                                          min_duration=0.0, max_duration=float("inf"), num_examples=-1)
         duration_tokens = bins.estimate_bins_2d(durations, tokens, num_buckets=4, num_subbuckets=2)
-        estimated = bins.Bins(duration_tokens, bins.batch_sizes_for(duration_tokens, BATCH_DURATION))
-        bucketed = measure("2D bucketing", data, work, estimated.as_overrides())
+        bucketed_overrides = bins.Bins(duration_tokens, bins.batch_sizes_for(duration_tokens, BATCH_DURATION)).as_overrides()
+        # Interleaved rounds, so a burst of load from elsewhere hits both loaders alike.
+        runs = {"no bucketing": [first], "2D bucketing": []}
+        for index in range(ROUNDS):
+            if index:
+                runs["no bucketing"].append(measure("no bucketing", data, work / f"r{index}", plain_overrides))
+            runs["2D bucketing"].append(measure("2D bucketing", data, work / f"r{index}", bucketed_overrides))
         print(f"{len(durations)} training utterances, {sum(durations):.0f} s of audio; "
-              f"{len(duration_tokens)} bins {duration_tokens}; {STEPS} steps, {BATCH_DURATION:.0f} s per batch")
-        print(f"{'loader':<14} {'input pad':>10} {'output pad':>11} {'utts/batch':>11} {'audio s/s':>10} {'train s':>8}")
-        for row in (plain, bucketed):
-            print(f"{row['loader']:<14} {row['input_padding']:>10.3f} {row['output_padding']:>11.3f} "
-                  f"{row['utts_per_batch']:>11.1f} {row['audio_s_per_s']:>10.2f} {row['train_wall_s']:>8.1f}")
+              f"{len(duration_tokens)} bins {duration_tokens}; {STEPS} steps x {ROUNDS} rounds, "
+              f"{BATCH_DURATION:.0f} s per batch; audio s/s = median per step (min-max over steps)")
+        print(f"{'loader':<14} {'input pad':>10} {'output pad':>11} {'utts/batch':>11} {'audio s/s':>10} "
+              f"{'range':>13} {'train s':>8}")
+        for name, rows in runs.items():
+            rates = sorted(rate for row in rows for rate in row["rates"])
+            wall = statistics.mean(row["train_wall_s"] for row in rows)
+            row = rows[0]
+            print(f"{name:<14} {row['input_padding']:>10.3f} {row['output_padding']:>11.3f} "
+                  f"{row['utts_per_batch']:>11.1f} {statistics.median(rates):>10.2f} "
+                  f"{f'{rates[0]:.1f}-{rates[-1]:.1f}':>13} {wall:>8.1f}")
 
 
 if __name__ == "__main__":

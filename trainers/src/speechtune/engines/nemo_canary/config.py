@@ -211,6 +211,7 @@ def _dataset_section(*, shuffle: bool) -> dict[str, Any]:
         "bucket_duration_bins": None,
         "bucket_batch_size": None,
         "bucket_buffer_size": 10000,
+        "concurrent_bucketing": True,  # a background thread fills buckets (off on CPU, see engine)
         "shuffle_buffer_size": 10000,
         "seed": 0,
     }

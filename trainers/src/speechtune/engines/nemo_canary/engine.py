@@ -259,6 +259,9 @@ class NemoCanaryEngine:
             for key in ("train_ds", "validation_ds", "test_ds"):
                 if model.get(key) and "model.%s.num_workers" % key not in overrides:
                     model[key]["num_workers"] = 0  # worker processes cost more than they save on CPU
+            if "model.train_ds.concurrent_bucketing" not in overrides:
+                # On a CPU the bucket-filling thread competes with training for the same cores.
+                model["train_ds"]["concurrent_bucketing"] = False
         cfg["name"] = cfg["exp_manager"]["name"] = ctx.name
         return cfg, dirs
 
