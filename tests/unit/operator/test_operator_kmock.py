@@ -149,7 +149,9 @@ async def test_an_existing_child_is_adopted_not_duplicated(operator: Harness) ->
     await operator.call(operator.clients.custom.create_namespaced_custom_object, "kubeflow.org", "v1", NS,
                         "pytorchjobs", existing)
     await operator.create_job(uid="uid-2")
-    await eventually(lambda: operator.get(FTJ, body["metadata"]["name"])["status"]["observedGeneration"])
+    # Creation handled: kopf records the handled spec once the handler has succeeded.
+    await eventually(lambda: "speechtune.dev/last-handled-configuration" in
+                     operator.get(FTJ, body["metadata"]["name"])["metadata"].get("annotations", {}))
     # The operator did try to create it (and met 409); kmock's watch even replays the
     # creation, so the handler may run twice: still exactly one PyTorchJob.
     posts = [r for r in operator.server["post"] if r.resource is not None and r.resource.plural == "pytorchjobs"]
