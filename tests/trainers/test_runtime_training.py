@@ -224,3 +224,21 @@ def test_sweep_runs_each_grid_point_and_appends_one_row_each(data: Path, tmp_pat
     assert [(r["learning_rate"], r["run_stage"]) for r in rows] == [("0.001", "coarse"), ("0.002", "coarse")]
     assert len({r["output_dir"] for r in rows}) == 2
     assert {r["grad_accum"] for r in rows} == {"2"}
+
+
+def test_two_processes_under_torchrun_train_one_run(data: Path, tmp_path: Path) -> None:
+    """The multi-GPU path (DDP, rank-0 reporting, checkpoints through SpeechBrain's
+    barriers, agreed stop/NaN) on two CPU processes with the gloo backend."""
+    job = write_job(tmp_path, job_document(max_steps=4, val_every=2, limitValBatches=1, warmupSteps=1))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "SPEECHTUNE_METRICS_PORT": "0", "SPEECHTUNE_RUN_ID": "ddp"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "speechtune.cli", "run", str(job), "--volume", f"d={data}", "--volume", f"r={runs}"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((runs / "tiny" / "ddp" / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["steps"] == 4
+    assert metrics["flags"]["world_size"] == 2
+    assert sorted(p.name for p in (runs / "tiny" / "ddp" / "checkpoints").glob("CKPT+*")) == [
+        "CKPT+step00000002", "CKPT+step00000004"]

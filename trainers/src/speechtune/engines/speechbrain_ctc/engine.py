@@ -208,8 +208,12 @@ class SpeechBrainCTCEngine:
                 loss, audio_seconds, padding, samples = self._accumulate(group)
                 step = self.progress.step + 1
                 self._set_learning_rate(step)
-                if loss is not None and math.isfinite(loss) and step > (self.train_settings.nan_after_step or math.inf):
+                if math.isfinite(loss) and step > (self.train_settings.nan_after_step or math.inf):
                     loss = math.nan  # test hook: what a diverged run looks like to the runtime
+                if ctx.world_size > 1:  # every rank must see the same loss and stop request
+                    loss, stop_now = _agree_across_ranks(loss, ctx.stop.is_set(), self.device)
+                    if stop_now:
+                        ctx.stop.set()
                 # Raises NonFiniteLoss before the optimizer applies a poisoned update.
                 ctx.reporter.train_step(
                     step=step, loss=loss, learning_rate=self.optimizer.param_groups[0]["lr"],
@@ -307,8 +311,8 @@ class SpeechBrainCTCEngine:
         return val_loss
 
     def _save(self, ctx: base.RunContext, *, meta: Mapping[str, float]) -> None:
-        if ctx.rank != 0:
-            return
+        # Every rank calls this: SpeechBrain's Checkpointer writes on the main process only
+        # and holds the others at a barrier until the files exist.
         keep = int((ctx.spec.get("output") or {}).get("saveTopK", 5))
         self.checkpointer.save_and_keep_only(
             meta={"step": self.progress.step, **meta}, name=f"step{self.progress.step:08d}",
@@ -404,6 +408,17 @@ def _autocast_dtype(precision: str, device: torch.device, ctx: base.RunContext) 
         ctx.reporter.log(f"spec.training.precision {precision} needs a GPU; training in fp32 on {device}")
         return None
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _agree_across_ranks(loss: float, stop: bool, device: torch.device) -> tuple[float, bool]:
+    """Mean loss over the ranks (a NaN anywhere is a NaN everywhere, so every rank stops
+    together) and whether any rank was asked to stop (SIGTERM reaches pods at different
+    steps; a rank that stops alone leaves the others waiting in all-reduce)."""
+    import torch.distributed as dist
+
+    values = torch.tensor([loss, 1.0 if stop else 0.0], device=device)
+    dist.all_reduce(values)
+    return float(values[0]) / dist.get_world_size(), bool(values[1] > 0)
 
 
 def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
