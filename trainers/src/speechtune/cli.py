@@ -19,7 +19,8 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="speechtune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="speechtune", description="Fine-tune speech-recognition models from one FinetuneJob spec.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -78,7 +78,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from speechtune.runtime import launcher, session, volumes
+    from speechtune.runtime import launcher, rundir, session, volumes
 
     try:
         job = specs.load(args.job)
@@ -87,6 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(error))
     gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
     if launcher.needs_torchrun(gpus):
+        # Decided once here, so every rank writes the same run folder (and resumes one).
+        run_id = session.choose_run_id(job, mounts, session.Options(run_id=args.run_id))
+        os.environ[rundir.RUN_ID_ENV] = run_id
         launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
     return _run_session(job, mounts, args)
 
