@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -65,21 +66,22 @@ def evaluate(checkpoint: Path, manifest: Path, *, output: Path | None = None,
     if not manifest.exists():
         raise ValueError(f"{manifest}: no such manifest")
     reporter = reporters.RunReporter(metrics=None, log_file=None, console=console or consoles.Console())
-    # Every data path points at the manifest to decode: nothing else is read; max_steps=0
-    # tells the engine no training follows.
+    # Every data path points at the manifest to decode, so nothing else is read; max_steps=0
+    # tells the engine that no training follows. Engine scratch files go to a temporary run dir.
     data = base.DataPaths(root=manifest.parent, train=manifest, validation=manifest, test=manifest)
-    scratch = run_folder / "eval"
-    ctx = base.RunContext(
-        name=job.name, namespace=job.namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
-        checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
-        rank=0, stop=threading.Event(), reporter=reporter)
-    engine = engines.load(str(spec["engine"]))
-    engine.prepare(ctx)
-    hypotheses = engine.evaluate(ctx, manifest)
+    with tempfile.TemporaryDirectory(prefix="speechtune-eval-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        ctx = base.RunContext(
+            name=job.name, namespace=job.namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
+            checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
+            rank=0, stop=threading.Event(), reporter=reporter)
+        engine = engines.load(str(spec["engine"]))
+        engine.prepare(ctx)
+        hypotheses = engine.evaluate(ctx, manifest)
+    reporter.close()
     normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
     destination = output or (model / "decode.jsonl" if model.is_dir() else run_folder / "decode.jsonl")
     scoring.write_decode_jsonl(destination, hypotheses, normalizer)
-    reporter.close()
     return EvalResult(scores=scoring.score_hypotheses(hypotheses, normalizer), decode_jsonl=destination)
 
 

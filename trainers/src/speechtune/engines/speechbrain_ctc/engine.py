@@ -65,7 +65,8 @@ class SpeechBrainCTCEngine:
         ctx.reporter.log(
             f"speechbrain-ctc: {n_params / 1e6:.2f}M parameters, vocab {len(self.tokenizer.vocab)} "
             f"({self.tokenizer.kind}), {len(self.train_utts)} training utterances "
-            f"({sum(self.durations) / 3600:.2f} h), {self.max_steps} steps, device {self.device}")
+            f"({sum(self.durations) / 3600:.2f} h), "
+            f"{f'{self.max_steps} steps' if self.max_steps else 'evaluation only'}, device {self.device}")
 
     def _read_inputs(self, ctx: base.RunContext) -> None:
         self.model_settings, self.train_settings = settings.from_spec(ctx.spec)
