@@ -94,3 +94,15 @@ def test_sentencepiece_tokenizer_is_trained_and_saved(data: Path, tmp_path: Path
     outcome = run(document(overrides={"tokenizer": "spm", "spm_vocab_size": 40}), data, tmp_path)
     assert outcome.metrics["engine_facts"]["tokenizer"] == "spm"
     assert (outcome.run_folder / "model" / "spm.model").exists()
+
+
+def test_an_engine_error_names_the_field_and_is_kept_in_metrics_json(data: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    job = spec.validate(document(model={"path": str(empty)}))
+    mounts = volumes.local_mounts(job.spec, {"d": data, "r": tmp_path / "runs"})
+    with pytest.raises(ValueError, match="spec.model.path"):
+        session.run(job, mounts, session.Options(metrics_port=0, console=console.Console(sys.stderr, live=False)))
+    (metrics_file,) = (tmp_path / "runs" / "sb").glob("*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "failed" and "spec.model.path" in metrics["reason"]

@@ -159,6 +159,14 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     try:
         with signals.stop_on_sigterm(stop):
             return _train_and_score(ctx, folder, reporter, job, options, primary)
+    except Exception as error:  # an engine crash still leaves its reason in the run folder
+        if primary:
+            reason = f"{type(error).__name__}: {error}"
+            reporter.log(f"FAILED: {reason}")
+            rundir.write_json(folder.metrics_json, {"job": job.name, "engine": job_spec["engine"],
+                                                    "run_id": folder.path.name, "status": "failed",
+                                                    "reason": reason, "steps": reporter.summary.steps})
+        raise
     finally:
         reporter.close()
         if server:
