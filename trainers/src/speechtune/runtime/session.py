@@ -145,7 +145,8 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
         (options.on_metrics_url or (lambda url: console.line(f"metrics: {url}")))(server.url)
     reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
                                      console=console, primary=primary)
-    for line in [*notes, *check.format_summary(report.summary)]:
+    warnings = [str(problem) for problem in report.problems[:20]]  # fatal ones raised already
+    for line in [*notes, *warnings, *check.format_summary(report.summary)]:
         reporter.log(line)
     reporter.log(f"run folder: {folder.path}")
     training = job_spec.get("training") or {}
