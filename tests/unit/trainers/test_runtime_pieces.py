@@ -115,6 +115,22 @@ def test_metrics_endpoint_serves_every_architecture_name() -> None:
     for name in ARCHITECTURE_METRICS:
         assert f"\n{name}" in body or body.startswith(name), name
     assert 'speechtune_step{engine="speechbrain-ctc",finetunejob="j",namespace="ns"} 3.0' in body
+    # Before the first validation the error rates are unknown, not a perfect 0.
+    assert 'speechtune_val_wer_ratio{engine="speechbrain-ctc",finetunejob="j",namespace="ns"} NaN' in body
+
+
+def test_metrics_server_lingers_for_a_last_scrape() -> None:
+    registry = metrics.TrainingMetrics(job="j", namespace="ns", engine="hf-ctc")
+    server = metrics.MetricsServer(registry, port=0, host="127.0.0.1")
+    url = server.url.replace("localhost", "127.0.0.1")
+    stopper = threading.Thread(target=server.stop, kwargs={"linger_s": 2.0})
+    stopper.start()
+    try:
+        registry.step.set(7)  # the run's final value, set after stop() was called
+        body = urllib.request.urlopen(url, timeout=30).read().decode()
+    finally:
+        stopper.join()
+    assert 'speechtune_step{engine="hf-ctc",finetunejob="j",namespace="ns"} 7.0' in body
 
 
 def test_metrics_port_from_environment() -> None:

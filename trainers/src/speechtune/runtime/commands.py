@@ -70,6 +70,9 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None, help="run folder name (default: $SPEECHTUNE_RUN_ID or a timestamp)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="Prometheus port (default: $SPEECHTUNE_METRICS_PORT or 9400; 0 picks a free one)")
+    parser.add_argument("--metrics-linger", type=float, default=None, metavar="SECONDS",
+                        help="keep /metrics up this long after the run so the last scrape sees the final "
+                             "values (default: 30 for `train` in a pod, 0 for `run`)")
 
 
 def _fail(message: str) -> int:
@@ -91,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id = session.choose_run_id(job, mounts, session.Options(run_id=args.run_id))
         os.environ[rundir.RUN_ID_ENV] = run_id
         launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
-    return _run_session(job, mounts, args)
+    return _run_session(job, mounts, args, linger_s=0.0)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -104,13 +107,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
     if launcher.needs_torchrun(gpus):
         launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
-    return _run_session(job, volumes.pod_mounts(job.spec), args)
+    # A pod's scrape interval is typically 15-30 s: linger so the final validation is seen.
+    return _run_session(job, volumes.pod_mounts(job.spec), args, linger_s=30.0)
 
 
-def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace) -> int:
+def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace, *, linger_s: float) -> int:
     from speechtune.runtime import session
 
-    options = session.Options(max_steps=args.max_steps, run_id=args.run_id, metrics_port=args.metrics_port)
+    if args.metrics_linger is not None:
+        linger_s = args.metrics_linger
+    options = session.Options(max_steps=args.max_steps, run_id=args.run_id, metrics_port=args.metrics_port,
+                              metrics_linger_s=linger_s)
     try:
         outcome = session.run(job, mounts, options)  # type: ignore[arg-type]
     except ValueError as error:  # bad spec for the engine, bad data (preflight), bad volumes

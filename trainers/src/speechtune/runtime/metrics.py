@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Mapping
 
 import prometheus_client
@@ -33,6 +34,9 @@ class TrainingMetrics:
         self.val_loss = gauge("speechtune_val_loss", "Loss of the latest validation.")
         self.val_wer = gauge("speechtune_val_wer_ratio", "Word error rate of the latest validation (0..1).")
         self.val_cer = gauge("speechtune_val_cer_ratio", "Character error rate of the latest validation (0..1).")
+        # NaN until the first validation: a 0 would read as a perfect WER on the dashboards.
+        for unvalidated in (self.val_loss, self.val_wer, self.val_cer):
+            unvalidated.set(float("nan"))
         self.learning_rate = gauge("speechtune_learning_rate", "Learning rate of the latest step.")
         self.step = gauge("speechtune_step", "Optimizer steps done.")
         self.max_steps = gauge("speechtune_max_steps", "Optimizer steps the run will do.")
@@ -75,7 +79,9 @@ class MetricsServer:
     def url(self) -> str:
         return f"http://localhost:{self.port}/metrics"
 
-    def stop(self) -> None:
+    def stop(self, *, linger_s: float = 0.0) -> None:
+        if linger_s > 0:
+            time.sleep(linger_s)
         self._server.shutdown()
         self._server.server_close()
         if isinstance(self._thread, threading.Thread):

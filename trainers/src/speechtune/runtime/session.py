@@ -45,6 +45,7 @@ class Options:
     extra_sweep_columns: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     on_metrics_url: Callable[[str], None] | None = None
     score_before_training: bool = False  # the demo's "untrained model" row (test split)
+    metrics_linger_s: float = 0.0  # keep /metrics up after the run for a last scrape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     finally:
         reporter.close()
         if server:
-            server.stop()
+            server.stop(linger_s=options.metrics_linger_s)
 
 
 def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: reporters.RunReporter,
