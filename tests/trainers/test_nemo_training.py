@@ -21,6 +21,7 @@ from speechtune import cli
 from speechtune.data import synth
 from speechtune.engines import base
 from speechtune.engines.nemo_canary import NemoCanaryEngine
+from speechtune.runtime import evaluation
 
 pytestmark = pytest.mark.training
 
@@ -306,14 +307,39 @@ def test_data_bins_command_on_the_run_tokenizers(trained: Trained, tmp_path: Pat
     assert all(tokens > 10 for _, tokens in bins)  # prompt (10 tokens) + transcript
 
 
-def test_speechtune_run_tiny_canary_end_to_end(trained: Trained, tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    rc = cli.main(["run", str(TINY_CANARY), "--volume", f"demo-data={trained.data_dir}",
+@pytest.fixture(scope="module")
+def cli_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
+    """`speechtune run examples/tiny-canary.yaml` for 4 steps: (exit code, run folder)."""
+    runs = tmp_path_factory.mktemp("canary-runs")
+    rc = cli.main(["run", str(TINY_CANARY), "--volume", f"demo-data={data_dir}",
                    "--volume", f"demo-runs={runs}", "--max-steps", "4", "--metrics-port", "0"])
-    assert rc == 0
     (metrics_file,) = runs.glob("tiny-canary/*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
+    return rc, metrics_file.parent
+
+
+def test_speechtune_run_tiny_canary_end_to_end(cli_run: tuple[int, Path]) -> None:
+    rc, run_folder = cli_run
+    assert rc == 0
+    metrics = json.loads((run_folder / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["steps"] == 4
     assert metrics["wer"] is not None
     assert Path(metrics["model_export"]).is_file()
+
+
+def test_speechtune_eval_reproduces_the_runs_test_score(cli_run: tuple[int, Path], data_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """`speechtune eval --checkpoint RUN test.json` restores the exported .nemo (prepare with
+    max_steps 0: no trainer) and scores the test split as the run itself did."""
+    _, run_folder = cli_run
+    metrics = json.loads((run_folder / "metrics.json").read_text())
+    manifest = data_dir / "test.json"
+    output = tmp_path / "decode.jsonl"
+    result = evaluation.evaluate(run_folder, manifest, output=output)
+    decoded = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(decoded) == len(manifest.read_text().splitlines())
+    assert [row["hyp"] for row in decoded] == [
+        json.loads(line)["hyp"] for line in (run_folder / "decode.jsonl").read_text().splitlines()]
+    assert set(result.scores) == set(metrics["test"])
+    for language, score in result.scores.items():
+        assert score.wer == pytest.approx(metrics["test"][language]["wer"], abs=1e-6), language
+        assert score.cer == pytest.approx(metrics["test"][language]["cer"], abs=1e-6), language

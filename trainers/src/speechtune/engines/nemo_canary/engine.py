@@ -6,6 +6,7 @@ prepare: 1. check every manifest row's prompt fields (before anything expensive)
             fast-conformer AED shape from scratch; then spec + overrides
          3. extract or build the tokenizers; every manifest language must have one
          4. point data and tokenizers; then the Lightning trainer, exp_manager and model
+         (max_steps 0, `speechtune eval`: restore the .nemo at spec.model.path, nothing else)
 train:   fit (resuming the newest checkpoint), then the test_ds evaluation
 evaluate / export: transcribe a manifest; write the best model as one .nemo
 """
@@ -266,6 +267,9 @@ class NemoCanaryEngine:
         return cfg, dirs
 
     def prepare(self, ctx: base.RunContext) -> None:
+        if ctx.max_steps == 0:
+            self.prepare_evaluation(ctx)
+            return
         import lightning.pytorch as pl
         from nemo.collections.asr.models import EncDecMultiTaskModel
         from nemo.utils.exp_manager import exp_manager
@@ -299,6 +303,25 @@ class NemoCanaryEngine:
             f"nemo-canary: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, "
             f"prompt {cfg['model']['prompt_format']}, tokenizers {', '.join(cfg['model']['tokenizer']['langs'])}"
         )
+
+    def prepare_evaluation(self, ctx: base.RunContext) -> None:
+        """`speechtune eval` (max_steps 0): the .nemo at spec.model.path as it was saved,
+        with no trainer, exp_manager or tokenizer rebuild; only the manifest's prompt
+        fields are checked against the model's own prompt format."""
+        from nemo.collections.asr.models import EncDecMultiTaskModel
+
+        source = model_source(ctx.spec, ctx.model_dir)
+        if source is None or source.is_hub_name:
+            raise ValueError("spec.model.path: evaluation needs a .nemo file")
+        model = EncDecMultiTaskModel.restore_from(source.location, map_location=ctx.device)
+        prompt_format = str(model.cfg.get("prompt_format") or "canary2")
+        manifests_to_decode = dict.fromkeys(p for p in (ctx.data.validation, ctx.data.test) if p is not None)
+        rows = [row for path in manifests_to_decode for row in manifests.read(path)]
+        _raise_problems(manifests.prompt_problems(rows, prompt_format=prompt_format), "manifest check failed")
+        model.eval()
+        self.model = model
+        ctx.reporter.log(f"nemo-canary: evaluating {source.location} (prompt {prompt_format}, "
+                         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
 
     # -- train ---------------------------------------------------------------------------
 
