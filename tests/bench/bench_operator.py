@@ -133,7 +133,9 @@ def main() -> None:
     rows = []
     rss_mb = float("nan")
     try:
-        with ftj_cluster.running_operator(kubeconfig=config, namespace=namespace, log=log) as operator:
+        # At the log level it is deployed with: debug logging of whole bodies costs CPU and memory.
+        with ftj_cluster.running_operator(kubeconfig=config, namespace=namespace, log=log,
+                                          verbose=False) as operator:
             for size in SIZES:
                 rows.append(run_round(custom, namespace, size, operator))
                 if size == max(SIZES):

@@ -93,12 +93,13 @@ def bound_volumes(namespace: str) -> list[dict[str, Any]]:
 class OperatorProcess:
     """`speechtune-operator` as a child process, watching one namespace."""
 
-    def __init__(self, *, kubeconfig: Path, namespace: str, log: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, *, kubeconfig: Path, namespace: str, log: Path, extra_env: dict[str, str] | None = None,
+                 verbose: bool = True):
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.log = log
         self._args = [sys.executable, "-m", "speechtune_operator.main", "--standalone", "--namespace", namespace,
-                      f"--liveness=http://127.0.0.1:{self.health_port}/healthz", "--verbose"]
+                      f"--liveness=http://127.0.0.1:{self.health_port}/healthz"] + (["--verbose"] if verbose else [])
         self._env = {**os.environ, "KUBECONFIG": str(kubeconfig),
                      "SPEECHTUNE_OPERATOR_METRICS_PORT": str(self.metrics_port),
                      "SPEECHTUNE_SCRAPE_INTERVAL": "1", **(extra_env or {})}

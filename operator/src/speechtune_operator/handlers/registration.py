@@ -41,8 +41,10 @@ def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = Non
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    # Async: a dictionary update needs no handler thread, and a burst of creations should
+    # not queue 500 of these in the pool ahead of the handlers that call the API.
     @kopf.on.event(*FINETUNEJOBS, id="observe", registry=registry)
-    def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
         ctx.cache.observe(body, deleted=type == "DELETED")
 
     @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
