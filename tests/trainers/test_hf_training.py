@@ -23,13 +23,14 @@ import peft
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from transformers import Wav2Vec2ForCTC
 
 from speechtune import spec as specs
 from speechtune.data import normalize, synth
 from speechtune.engines import base
 from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints, modelling
-from speechtune.runtime import session, volumes
+from speechtune.runtime import evaluation, session, volumes
 
 pytestmark = pytest.mark.training
 
@@ -187,6 +188,13 @@ def test_adapter_file_reloads_with_target_lang(adapters_run: dict[str, Any]) -> 
     assert set(safetensors.torch.load_file(str(newest / checkpoints.WEIGHTS))) == set(adapter)
 
 
+def test_adapters_export_alone_decodes_like_the_run(adapters_run: dict[str, Any], banglish: Path, tmp_path: Path) -> None:
+    ctx = adapters_run["ctx"]
+    again = evaluation_only(adapters_run["export"], ctx.spec, banglish, tmp_path / "eval")
+    assert [h.hypothesis for h in again] == [h.hypothesis for h in adapters_run["after"]]
+    assert not (tmp_path / "eval" / "tokenizer").exists()  # no vocabulary was rebuilt
+
+
 def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained: Pretrained, banglish: Path) -> None:
     reporter = RecordingReporter()
     ctx = context(job_spec(method="lora", model_path=pretrained.folder, steps=250, lr=3e-2), banglish, tmp_path, reporter)
@@ -217,6 +225,9 @@ def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained:
         assert torch.allclose(reloaded(input_values=audio).logits, adapted_logits, atol=1e-4)
         # ... and the merged folder decodes like the adapted model.
         assert torch.allclose(merged(audio).logits, adapted_logits, atol=1e-4)
+    # `speechtune eval`'s path: the export alone decodes the training set as the run did.
+    again = evaluation_only(export, ctx.spec, banglish, tmp_path / "eval")
+    assert [h.hypothesis for h in again] == [h.hypothesis for h in after]
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path: Path, pretrained: Pretrained, banglish: Path) -> None:
@@ -268,6 +279,55 @@ def test_tiny_mms_example_runs_with_speechtune_run(tmp_path: Path, banglish: Pat
     assert (export / "adapter.ben.safetensors").exists()
     Wav2Vec2ForCTC.from_pretrained(str(export), target_lang="ben", ignore_mismatched_sizes=True)
     assert outcome.metrics  # metrics.json facts were written
+
+
+@pytest.fixture(scope="module")
+def lora_job_run(tmp_path_factory: pytest.TempPathFactory, pretrained: Pretrained, banglish: Path) -> session.Outcome:
+    """examples/tiny-mms.yaml in LoRA mode on the Bengali-trained model, 10 steps through
+    the runtime: a run folder whose export (merged model + lora/) already decodes words."""
+    document = yaml.safe_load((REPO / "examples" / "tiny-mms.yaml").read_text())
+    spec = document["spec"]
+    spec["model"] = {"path": pretrained.folder.name, "volume": {"claimName": "models"}}
+    spec["training"].update(peft={"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0}, learningRate=1e-2,
+                            overrides={"modelConfig": NO_DROPOUT})
+    job = specs.validate(document)
+    runs = tmp_path_factory.mktemp("lora-job-runs")
+    mounts = volumes.local_mounts(job.spec, {"demo-data": banglish, "demo-runs": runs,
+                                             "models": pretrained.folder.parent})
+    outcome = session.run(job, mounts, session.Options(max_steps=10, metrics_port=0))
+    assert outcome.status == "succeeded", outcome.reason
+    return outcome
+
+
+def test_speechtune_eval_reproduces_the_runs_test_score(lora_job_run: session.Outcome, banglish: Path,
+                                                        tmp_path: Path) -> None:
+    """`speechtune eval --checkpoint RUN test.json` loads the exported folder (prepare with
+    max_steps 0: no vocabulary, LoRA wrapping or optimizer) and scores the test split
+    exactly as the run did after its export."""
+    run_folder = lora_job_run.run_folder
+    metrics = json.loads((run_folder / "metrics.json").read_text())
+    manifest = banglish / "test.json"
+    result = evaluation.evaluate(run_folder, manifest)
+    assert result.decode_jsonl == run_folder / "model" / "decode.jsonl"
+    decoded = [json.loads(line) for line in result.decode_jsonl.read_text().splitlines()]
+    assert len(decoded) == len(manifest.read_text().splitlines())
+    recorded = [json.loads(line) for line in (run_folder / "decode.jsonl").read_text().splitlines()]
+    assert any(row["hyp"] for row in recorded), "the comparison needs a model that emits text"
+    assert [row["hyp"] for row in decoded] == [row["hyp"] for row in recorded]
+    assert set(result.scores) == set(metrics["test"])
+    for language, score in result.scores.items():
+        assert score.wer == pytest.approx(metrics["test"][language]["wer"], abs=1e-6), language
+        assert score.cer == pytest.approx(metrics["test"][language]["cer"], abs=1e-6), language
+
+
+def evaluation_only(export: Path, spec: Mapping[str, Any], data: Path, run_dir: Path) -> list[base.Hypothesis]:
+    """What `speechtune eval` asks of the engine: prepare with max_steps 0 and model.path
+    = the export, then decode the training manifest."""
+    eval_spec = {**spec, "model": {"path": str(export)}}
+    ctx = dataclasses.replace(context(eval_spec, data, run_dir, RecordingReporter()), max_steps=0)
+    engine = HFCTCEngine()
+    engine.prepare(ctx)
+    return list(engine.evaluate(ctx, ctx.data.train))
 
 
 def _ddp_rank(rank: int, port: int, spec: dict[str, Any], data: Path, run_dir: Path, out: Path) -> None:

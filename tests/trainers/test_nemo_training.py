@@ -326,19 +326,20 @@ def test_speechtune_run_tiny_canary_end_to_end(cli_run: tuple[int, Path]) -> Non
     assert Path(metrics["model_export"]).is_file()
 
 
-def test_speechtune_eval_reproduces_the_runs_test_score(cli_run: tuple[int, Path], data_dir: Path,
-                                                        tmp_path: Path) -> None:
+def test_speechtune_eval_reproduces_the_runs_test_score(cli_run: tuple[int, Path], data_dir: Path) -> None:
     """`speechtune eval --checkpoint RUN test.json` restores the exported .nemo (prepare with
     max_steps 0: no trainer) and scores the test split as the run itself did."""
     _, run_folder = cli_run
     metrics = json.loads((run_folder / "metrics.json").read_text())
     manifest = data_dir / "test.json"
-    output = tmp_path / "decode.jsonl"
-    result = evaluation.evaluate(run_folder, manifest, output=output)
-    decoded = [json.loads(line) for line in output.read_text().splitlines()]
+    recorded = (run_folder / "decode.jsonl").read_text()
+    result = evaluation.evaluate(run_folder, manifest)
+    # Beside the .nemo, leaving the run's own decode.jsonl as the run wrote it.
+    assert result.decode_jsonl == run_folder / "model.decode.jsonl"
+    assert (run_folder / "decode.jsonl").read_text() == recorded
+    decoded = [json.loads(line) for line in result.decode_jsonl.read_text().splitlines()]
     assert len(decoded) == len(manifest.read_text().splitlines())
-    assert [row["hyp"] for row in decoded] == [
-        json.loads(line)["hyp"] for line in (run_folder / "decode.jsonl").read_text().splitlines()]
+    assert [row["hyp"] for row in decoded] == [json.loads(line)["hyp"] for line in recorded.splitlines()]
     assert set(result.scores) == set(metrics["test"])
     for language, score in result.scores.items():
         assert score.wer == pytest.approx(metrics["test"][language]["wer"], abs=1e-6), language

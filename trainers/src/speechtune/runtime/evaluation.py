@@ -80,9 +80,15 @@ def evaluate(checkpoint: Path, manifest: Path, *, output: Path | None = None,
         hypotheses = engine.evaluate(ctx, manifest)
     reporter.close()
     normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
-    destination = output or (model / "decode.jsonl" if model.is_dir() else run_folder / "decode.jsonl")
+    destination = output or default_output(model)
     scoring.write_decode_jsonl(destination, hypotheses, normalizer)
     return EvalResult(scores=scoring.score_hypotheses(hypotheses, normalizer), decode_jsonl=destination)
+
+
+def default_output(model: Path) -> Path:
+    """Next to the model: inside an exported folder, or `<model>.decode.jsonl` beside an
+    exported file (a .nemo), which keeps the run's own decode.jsonl of its test split."""
+    return model / "decode.jsonl" if model.is_dir() else model.with_name(f"{model.stem}.decode.jsonl")
 
 
 def format_scores(scores: dict[str, scoring.Score]) -> str:

@@ -3,11 +3,13 @@
 prepare() reads the settings, creates the tiny base model when asked, builds or grows
 the vocabulary, loads the model, makes the mode's parameters trainable and restores the
 newest checkpoint; train() runs the loop; evaluate() decodes a manifest; export() writes
-the Hugging Face folder (see export.py).
+the Hugging Face folder (see export.py). With max_steps 0 (`speechtune eval`) prepare()
+only loads the exported folder at spec.model.path for evaluate().
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import transformers
-from transformers import Wav2Vec2Processor
+from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from speechtune.data import normalize
 from speechtune.engines import base
@@ -38,6 +40,7 @@ class HFCTCEngine:
 
     def __init__(self) -> None:
         self._loop: loop_mod.Loop | None = None
+        self._decoder: Decoder | None = None  # evaluation only (max_steps 0): no loop
         self._processor: Wav2Vec2Processor | None = None
         self._hf: settings_mod.HFSettings | None = None
         self._facts: dict[str, Any] = {}
@@ -45,6 +48,9 @@ class HFCTCEngine:
     def prepare(self, ctx: base.RunContext) -> None:
         hf, source = settings_mod.from_spec(ctx.spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
         self._hf = hf
+        if ctx.max_steps == 0:
+            self._decoder = load_export(source, hf, ctx)
+            return
         _seed_everything(hf.seed)
         cache_dir = ctx.model_dir if source.local_dir is None else None
         ensure_base_model(source, ctx.reporter, seed=hf.seed)
@@ -144,14 +150,21 @@ class HFCTCEngine:
         )
 
     def evaluate(self, ctx: base.RunContext, manifest: Path) -> Sequence[base.Hypothesis]:
-        loop, hf = self._require_loop(), self._hf
+        hf = self._hf
+        if self._decoder is not None:
+            decoder = self._decoder
+        else:
+            loop = self._require_loop()
+            decoder = Decoder(loop.model, loop.collator, loop.device, loop.autocast)
         assert hf is not None
         items = batches_mod.examples(manifest, normalize.get(hf.normalization))
-        dataset = batches_mod.AudioDataset(items, loop.collator.feature_extractor.sampling_rate)
+        dataset = batches_mod.AudioDataset(items, decoder.collator.feature_extractor.sampling_rate)
         order = sorted(range(len(items)), key=lambda i: items[i].duration, reverse=True)
         groups = [order[i : i + hf.eval_batch_size] for i in range(0, len(order), hf.eval_batch_size)]
-        data = batches_mod.loader(dataset, groups, loop.collator, num_workers=hf.num_workers)
-        decoded, _ = decoding.run(loop.model, data, loop.collator.tokenizer, device=loop.device, autocast=loop.autocast)
+        data = batches_mod.loader(dataset, groups, decoder.collator, num_workers=hf.num_workers)
+        decoded, _ = decoding.run(
+            decoder.model, data, decoder.collator.tokenizer, device=decoder.device, autocast=decoder.autocast
+        )
         language = (ctx.spec.get("data") or {}).get("targetLang")
         by_index = {d.index: d.text for d in decoded}
         return [
@@ -173,6 +186,31 @@ class HFCTCEngine:
         if self._loop is None:
             raise RuntimeError("HFCTCEngine: prepare() must run first")
         return self._loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """What evaluate() needs: a model in the run's precision and the collator that holds
+    the feature extractor and tokenizer."""
+
+    model: torch.nn.Module
+    collator: batches_mod.CTCCollator
+    device: str
+    autocast: Any
+
+
+def load_export(source: settings_mod.ModelSource, hf: settings_mod.HFSettings, ctx: base.RunContext) -> Decoder:
+    """`speechtune eval`: the exported folder exactly as saved (weights with its adapter or
+    merged LoRA, and its own processor); no base-model creation, vocabulary rebuild, head
+    resize, PEFT wrapping or optimizer, which would change what the export decodes."""
+    if source.local_dir is None or not (source.local_dir / "config.json").exists():
+        raise ValueError(f"spec.model.path: {source.name_or_path} is not an exported model folder (no config.json)")
+    processor = Wav2Vec2Processor.from_pretrained(source.name_or_path)
+    model: torch.nn.Module = Wav2Vec2ForCTC.from_pretrained(source.name_or_path)
+    model.to(ctx.device).eval()
+    collator = batches_mod.CTCCollator(processor.feature_extractor, processor.tokenizer)
+    ctx.reporter.log(f"hf-ctc: evaluating {source.name_or_path} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    return Decoder(model, collator, ctx.device, mixed_precision(hf.precision, ctx.device, ctx.reporter))
 
 
 def ensure_base_model(source: settings_mod.ModelSource, reporter: base.Reporter, *, seed: int) -> None:
