@@ -75,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry.count_phases(cache.phase_counts)
     if settings.metrics_port:
         telemetry.serve(settings.metrics_port)
-    runtime.HeapTrimmer(lambda: telemetry.last_reconcile).start()
     registry = kopf.OperatorRegistry()
     registration.register_login(registry, args.kubeconfig)
     registration.register(registry, registration.Context(

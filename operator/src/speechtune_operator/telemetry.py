@@ -35,7 +35,6 @@ class Telemetry:
         self.duration = prometheus_client.Histogram(
             "speechtune_operator_reconcile_duration_seconds", "Time one reconciliation took.",
             registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.last_reconcile = 0.0  # time.monotonic() of the latest one
         for result in (RESULT_SUCCESS, RESULT_ERROR):
             self.reconciles.labels(result)  # export zeros before the first reconciliation
 
@@ -45,7 +44,6 @@ class Telemetry:
     @contextlib.contextmanager
     def reconcile(self) -> Iterator[None]:
         started = time.perf_counter()
-        self.last_reconcile = time.monotonic()
         try:
             yield
         except BaseException:

@@ -1,24 +1,23 @@
-"""The operator's process tuning: the lean diff-base and the heap trimmer."""
+"""The lean diff-base: the same essence as kopf's, built without copying managedFields."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import kopf
-import pytest
 
-from speechtune_operator import persistence, runtime
+from speechtune_operator import persistence
 
 
-def _body() -> dict[str, Any]:
-    return {"apiVersion": "speechtune.dev/v1alpha1", "kind": "FinetuneJob",
+def _body() -> kopf.RawBody:
+    return cast(kopf.RawBody, {"apiVersion": "speechtune.dev/v1alpha1", "kind": "FinetuneJob",
             "metadata": {"name": "a", "namespace": "n", "uid": "u", "generation": 2, "labels": {"team": "asr"},
                          "annotations": {"speechtune.dev/last-handled-configuration": '{"spec": {}}',
                                          "note": "kept"},
                          "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {"f:engine": {}}}}]},
             "spec": {"engine": "hf-ctc", "runPolicy": {"suspend": True}},
-            "status": {"phase": "Suspended"}}
+            "status": {"phase": "Suspended"}})
 
 
 def test_the_lean_diffbase_builds_the_same_essence_as_kopfs() -> None:
@@ -38,16 +37,3 @@ def test_the_lean_diffbase_leaves_the_body_alone() -> None:
     essence["spec"]["engine"] = "changed"
     assert raw == before
 
-
-def test_the_heap_is_trimmed_once_per_quiet_spell() -> None:
-    last = [0.0]
-    trimmer = runtime.HeapTrimmer(lambda: last[0], quiet=1.0)
-    if not trimmer.available:
-        pytest.skip("no glibc malloc_trim here")
-    assert not trimmer.check(now=100.0)  # nothing happened yet
-    last[0] = 100.0
-    assert not trimmer.check(now=100.5)  # still busy
-    assert trimmer.check(now=101.5)
-    assert not trimmer.check(now=103.0)  # nothing new since
-    last[0] = 104.0
-    assert trimmer.check(now=106.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import yaml  # type: ignore[import-untyped]  # no stubs in the slim image
+import yaml  # type: ignore[import-untyped, unused-ignore]  # no stubs in the slim image
 
 from speechtune_operator import names
 
