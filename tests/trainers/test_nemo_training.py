@@ -344,3 +344,11 @@ def test_speechtune_eval_reproduces_the_runs_test_score(cli_run: tuple[int, Path
     for language, score in result.scores.items():
         assert score.wer == pytest.approx(metrics["test"][language]["wer"], abs=1e-6), language
         assert score.cer == pytest.approx(metrics["test"][language]["cer"], abs=1e-6), language
+
+
+def test_evaluation_needs_a_nemo_file(cli_run: tuple[int, Path], data_dir: Path) -> None:
+    _, run_folder = cli_run
+    spec = {**tiny_spec(), "model": {"path": str(run_folder / "checkpoints")}}
+    ctx = make_context(run_folder / "scratch", data_dir, spec, max_steps=0)
+    with pytest.raises(ValueError, match=r"spec.model.path .*checkpoints'?: evaluation needs a \.nemo file"):
+        NemoCanaryEngine().prepare(ctx)

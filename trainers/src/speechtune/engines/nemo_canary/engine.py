@@ -310,13 +310,16 @@ class NemoCanaryEngine:
         fields are checked against the model's own prompt format."""
         from nemo.collections.asr.models import EncDecMultiTaskModel
 
+        path = str((ctx.spec.get("model") or {}).get("path") or "")
+        if not path.endswith(".nemo"):
+            raise ValueError(f"spec.model.path {path!r}: evaluation needs a .nemo file (the run folder's "
+                             "model.nemo; `speechtune export CKPT` converts a Lightning checkpoint)")
         source = model_source(ctx.spec, ctx.model_dir)
-        if source is None or source.is_hub_name:
-            raise ValueError("spec.model.path: evaluation needs a .nemo file")
+        assert source is not None
         model = EncDecMultiTaskModel.restore_from(source.location, map_location=ctx.device)
         prompt_format = str(model.cfg.get("prompt_format") or "canary2")
         manifests_to_decode = dict.fromkeys(p for p in (ctx.data.validation, ctx.data.test) if p is not None)
-        rows = [row for path in manifests_to_decode for row in manifests.read(path)]
+        rows = [row for manifest in manifests_to_decode for row in manifests.read(manifest)]
         _raise_problems(manifests.prompt_problems(rows, prompt_format=prompt_format), "manifest check failed")
         model.eval()
         self.model = model
