@@ -145,7 +145,7 @@ def field_path(parts: Any) -> str:
 def _message(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         return f"unknown field(s): {error.message.split('(')[-1].rstrip(')')}"
-    return error.message
+    return str(error.message)
 
 
 def _rules(schema: Mapping[str, Any], value: Any, path: list[Any]) -> Iterator[tuple[list[Any], Mapping[str, Any], Any]]:
@@ -174,8 +174,8 @@ def cel_violations(schema: Mapping[str, Any], obj: Any) -> list[tuple[str, str]]
             continue
         program = _program(environment, expression)
         try:
-            result = program.evaluate({"self": celpy.json_to_cel(value)})
-        except celpy.CELEvalError as error:  # e.g. a field the rule reads has no default
+            result = program.evaluate({"self": celpy.json_to_cel(value)})  # type: ignore[attr-defined]
+        except celpy.CELEvalError as error:  # type: ignore[attr-defined]  # e.g. a field the rule reads has no default
             result = error
         if isinstance(result, Exception) or not bool(result):
             where = field_path([*path, *_field_path_parts(rule.get("fieldPath", ""))])

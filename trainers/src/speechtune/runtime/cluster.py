@@ -17,7 +17,7 @@ def get_job(name: str, *, namespace: str, kubeconfig: str | None = None) -> Mapp
     from kubernetes import client, config  # only the cluster commands need it
 
     try:
-        config.load_kube_config(config_file=kubeconfig)
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError) as error:
         raise ClusterError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {error}") from None
     api = client.CustomObjectsApi()

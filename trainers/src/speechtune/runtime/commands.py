@@ -10,7 +10,7 @@ from pathlib import Path
 
 from speechtune import spec as specs
 
-Subparsers = argparse._SubParsersAction  # type: ignore[type-arg]
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def register(subparsers: Subparsers) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import soundfile  # type: ignore[import-untyped]
+import soundfile
 import torch
-import torchaudio  # type: ignore[import-untyped]
+import torchaudio
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
 from speechtune.data import manifest

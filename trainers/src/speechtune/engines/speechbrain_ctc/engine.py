@@ -103,7 +103,8 @@ class SpeechBrainCTCEngine:
         self.optimizer = torch.optim.AdamW(
             [p for p in self.net.parameters() if p.requires_grad],
             lr=float(self.training.get("learningRate", 1e-4)), weight_decay=self.train_settings.weight_decay)
-        self.scaler = torch.amp.GradScaler(enabled=self.precision == torch.float16)
+        self.scaler = torch.amp.GradScaler(  # type: ignore[attr-defined]
+            enabled=self.precision == torch.float16)
         self.progress = Progress()
         self.max_steps = self._max_steps(ctx)
         ctx.reporter.set_max_steps(self.max_steps)

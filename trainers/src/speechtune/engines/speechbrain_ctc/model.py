@@ -80,7 +80,7 @@ class DropoutLoRA(adapters.LoRA):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         adapted = self.adapter_up_proj(self.adapter_down_proj(self.adapter_dropout(x)))
-        return self.pretrained_module(x) + adapted * self.scaling  # type: ignore[no-any-return]
+        return self.pretrained_module(x) + adapted * self.scaling
 
 
 def add_lora(net: ConformerCTC, *, rank: int, alpha: float, dropout: float,
