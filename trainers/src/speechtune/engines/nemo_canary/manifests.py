@@ -4,9 +4,10 @@ languages, transcripts, and the checks that must pass before any training step."
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from speechtune.data import manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,17 +42,10 @@ def read(path: Path) -> list[Row]:
     if not path.is_file():
         raise ValueError(f"{path}: manifest not found")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                fields = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not a JSON object ({err.msg})") from None
-            if not isinstance(fields, dict):
-                raise ValueError(f"{path}:{number}: not a JSON object")
-            rows.append(Row(path=path, line=number, fields=fields))
+    for raw in manifest.read_rows(path):  # the data toolkit's parser, line numbers included
+        if raw.error:
+            raise ValueError(f"{path}:{raw.line}: {raw.error}")
+        rows.append(Row(path=path, line=raw.line, fields=raw.fields))
     if not rows:
         raise ValueError(f"{path}: manifest is empty")
     return rows
