@@ -10,10 +10,7 @@ from pathlib import Path
 
 from speechtune import spec as specs
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def register(subparsers: Subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help="run a FinetuneJob locally (claims -> folders)")
     run.add_argument("job", type=Path, help="FinetuneJob YAML")
     run.add_argument("--volume", action="append", default=[], metavar="CLAIM=DIR",
