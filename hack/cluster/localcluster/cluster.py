@@ -93,6 +93,7 @@ def wait_ready(name: str, layout: Layout, state: dict[str, Any]) -> None:
         timeout_s=STARTUP_TIMEOUT_S,
         alive=lambda: processes.is_running(entry["pid"], entry["argv"][0]),
         log=layout.log(name),
+        pid=entry["pid"],
     )
 
 

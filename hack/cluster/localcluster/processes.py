@@ -34,6 +34,12 @@ def start(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) 
             env=dict(env) if env is not None else None,
             start_new_session=True,
         )
+    # Popen returns while the child may still be inside execve: /proc/PID/cmdline can then be
+    # empty or the parent's for a moment, and is_running() would call a healthy child dead
+    # (seen on 3 of 6 starts here). Wait until the new program is visible, or the child ended.
+    deadline = time.monotonic() + 10
+    while process.poll() is None and not is_running(process.pid, argv[0]) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return process.pid
 
 
@@ -108,6 +114,7 @@ def wait_until(
     timeout_s: float,
     alive: Callable[[], bool] = lambda: True,
     log: Path | None = None,
+    pid: int | None = None,
 ) -> None:
     """Poll `ready` until it holds; fail early, with the log's tail, if the process died."""
     deadline = time.monotonic() + timeout_s
@@ -116,11 +123,26 @@ def wait_until(
         if ready():
             return
         if not alive():
-            raise NotReady(f"{what} exited while starting{_log_tail(log)}")
+            raise NotReady(f"{what} exited while starting{_exit_status(pid)}{_log_tail(log)}")
         if time.monotonic() > deadline:
             raise NotReady(f"{what} not ready after {timeout_s:.0f}s{_log_tail(log)}")
         time.sleep(delay)
         delay = min(delay * 1.5, 1.0)
+
+
+def _exit_status(pid: int | None) -> str:
+    """' (exit code N)' or ' (killed by SIGX)' for a child that ended; '' when unknown."""
+    if pid is None:
+        return ""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return " (not our child: exit status unknown)"
+    if done == 0:
+        return " (still running, but no longer the expected executable)"
+    if os.WIFSIGNALED(status):
+        return f" (killed by {signal.Signals(os.WTERMSIG(status)).name})"
+    return f" (exit code {os.waitstatus_to_exitcode(status)})"
 
 
 def _log_tail(log: Path | None, lines: int = 30) -> str:

@@ -73,7 +73,7 @@ class HFCTCEngine:
             vocab, added = vocab_mod.extend(pretrained, texts, hf.extra_characters)
         else:
             vocab, added = vocab_mod.build(texts), vocab_mod.characters(texts)
-        tokenizer = vocab_mod.save_tokenizer(vocab, ctx.run_dir / TOKENIZER_SUBDIR)
+        tokenizer = vocab_mod.save_tokenizer(vocab, ctx.run_dir / TOKENIZER_SUBDIR, write=ctx.rank == 0)
         feature_extractor = modelling.load_feature_extractor(source, cache_dir)
         self._processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 

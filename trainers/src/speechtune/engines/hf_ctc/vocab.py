@@ -9,6 +9,7 @@ here by hand, keeping the trained rows so the pretrained characters keep their m
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -60,16 +61,20 @@ def pretrained_vocabulary(tokenizer: Wav2Vec2CTCTokenizer, lang: str) -> dict[st
     return dict(tokenizer.encoder)
 
 
-def save_tokenizer(vocab: Vocabulary, directory: Path) -> Wav2Vec2CTCTokenizer:
-    """Writes vocab.json (+ tokenizer files) to `directory` and returns the tokenizer."""
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab_file = directory / "vocab.json"
-    vocab_file.write_text(json.dumps(dict(vocab), ensure_ascii=False, indent=1), encoding="utf-8")
-    tokenizer = Wav2Vec2CTCTokenizer(
-        str(vocab_file), unk_token=UNK, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-        word_delimiter_token=WORD_DELIMITER,
-    )
-    tokenizer.save_pretrained(str(directory))
+def save_tokenizer(vocab: Vocabulary, directory: Path, *, write: bool = True) -> Wav2Vec2CTCTokenizer:
+    """Returns the tokenizer for `vocab`; with `write`, also saves its files to `directory`.
+    Under DDP every rank builds the same tokenizer but only rank 0 writes: another rank
+    reading vocab.json while rank 0 rewrites it would see a half-written file."""
+    with tempfile.TemporaryDirectory(prefix="speechtune-vocab-") as scratch:
+        vocab_file = Path(scratch) / "vocab.json"  # read once, in the constructor
+        vocab_file.write_text(json.dumps(dict(vocab), ensure_ascii=False, indent=1), encoding="utf-8")
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file), unk_token=UNK, pad_token=PAD, bos_token=BOS, eos_token=EOS,
+            word_delimiter_token=WORD_DELIMITER,
+        )
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(str(directory))
     return tokenizer
 
 
