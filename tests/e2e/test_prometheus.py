@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,10 +25,11 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
+from polling import free_port, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.training]
 
@@ -51,23 +51,6 @@ ENOUGH_SCRAPED = ("changes(speechtune_step[30s]) >= 3", "speechtune_val_wer_rati
 # Prometheus scrapes the validation metrics while the trainer still serves them.
 SHRINK = {"valCheckInterval": 10, "batchDuration": 8, "warmupSteps": 2}
 SHRINK_MODEL = {"num_layers": 2, "d_model": 64, "nhead": 2, "d_ffn": 128}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_get(url: str, timeout: float = 10) -> str | None:
