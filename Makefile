@@ -7,10 +7,15 @@ KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 # Spinning OpenMP threads cost ~10x CPU per training step on a busy 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-unit e2e bench cluster-up cluster-down operator chart-lint images lint
+.PHONY: setup lock demo test test-unit e2e bench cluster-up cluster-down operator chart-lint images lint
 
-setup:  ## .venv with both projects (editable, pinned) + Debian packages when missing
+setup:  ## .venv = exactly uv.lock (both projects, all extras, dev tools) + Debian packages when missing
 	@hack/setup.sh
+
+UV = $(HOME)/.cache/speechtune/uv-$(shell sed -n 's/^uv==\([0-9.]*\).*/\1/p' hack/requirements-uv.txt)/bin/uv
+lock:  ## re-resolve uv.lock on purpose (after editing a pyproject.toml), then `make setup`
+	@test -x $(UV) || hack/setup.sh
+	UV_PYTHON_DOWNLOADS=never $(UV) lock --python python3.11
 
 demo: setup  ## the main job, locally, on synthetic ATC speech
 	$(VENV)/bin/speechtune demo --workdir .demo

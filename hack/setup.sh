@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make setup: Debian packages (when missing), then .venv with both projects in editable mode.
-# Idempotent and fast when nothing changed: pip runs only when a pinned input changed.
+# Installs exactly uv.lock with uv (never resolves); a no-change run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,14 +26,25 @@ fi
 
 command -v go >/dev/null || { echo "setup: the Go toolchain is missing (needed to build the local control plane)" >&2; exit 1; }
 
-VENV=${VENV:-.venv}
-stamp="$VENV/.speechtune-setup"
-want=$(cat trainers/pyproject.toml operator/pyproject.toml hack/requirements-dev.txt | sha256sum | cut -c1-16)
-if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
-  exit 0
+# uv, pinned by hash, in a cache folder keyed by its version (outside the repository).
+UV_VERSION=$(sed -n 's/^uv==\([0-9.]*\).*/\1/p' hack/requirements-uv.txt)
+UV_HOME=${XDG_CACHE_HOME:-$HOME/.cache}/speechtune/uv-$UV_VERSION
+UV=$UV_HOME/bin/uv
+if [[ ! -x $UV ]]; then
+  echo "setup: installing uv $UV_VERSION into $UV_HOME"
+  python3 -m venv "$UV_HOME.tmp.$$"
+  "$UV_HOME.tmp.$$/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r hack/requirements-uv.txt
+  rm -rf "$UV_HOME" && mv "$UV_HOME.tmp.$$" "$UV_HOME"
+  # pip wrote absolute shebangs of the temporary folder; uv itself is a static binary.
 fi
-[[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" install -q -e "./trainers[all]" -e ./operator -r hack/requirements-dev.txt
-echo "$want" > "$stamp"
-echo "setup: $VENV ready"
+export UV_PYTHON_DOWNLOADS=never  # use this machine's Python 3.11, never fetch one
+
+VENV=${VENV:-.venv}
+# --locked: install exactly uv.lock and fail if pyproject.toml and the lock disagree.
+if ! "$UV" lock --check --python python3.11 >/dev/null 2>&1; then
+  echo "setup: uv.lock is stale against the pyproject.toml files: run 'make lock' and commit uv.lock" >&2
+  "$UV" lock --check --python python3.11 2>&1 | tail -3 >&2
+  exit 1
+fi
+UV_PROJECT_ENVIRONMENT=$VENV "$UV" sync --frozen --all-extras --python python3.11 --quiet
+echo "setup: $VENV ready (uv.lock, $(grep -c '^name = ' uv.lock) packages)"
