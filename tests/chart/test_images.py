@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -142,25 +141,43 @@ def test_entrypoint(image: str) -> None:
     assert json.loads(entrypoints[-1].args) == [EXPECTED[image][0]], f"{path}:{entrypoints[-1].line}"
 
 
+def copies(instructions: list[Instruction]) -> list[tuple[list[str], str]]:
+    """(sources, destination) of every COPY from the build context (not from a stage)."""
+    out = []
+    for ins in instructions:
+        if ins.keyword == "COPY" and not ins.args.startswith("--from"):
+            words = ins.args.split()
+            out.append((words[:-1], words[-1]))
+    return out
+
+
+def uv_sync(instructions: list[Instruction]) -> Instruction:
+    (sync,) = [ins for ins in instructions if ins.keyword == "RUN" and "uv sync" in ins.args]
+    return sync
+
+
 @pytest.mark.parametrize("image", sorted(EXPECTED))
-def test_installs_the_projects_own_package(image: str) -> None:
+def test_installs_its_slice_of_the_lock(image: str) -> None:
+    """The image installs its own package from uv.lock, frozen: the versions the tests ran."""
     path = IMAGES / image / "Dockerfile"
     _, source, extra = EXPECTED[image]
     instructions = parse_dockerfile(path)
-    copies = {ins.args.split()[-1].rstrip("/"): ins.args.split()[-2].rstrip("/")
-              for ins in instructions if ins.keyword == "COPY" and not ins.args.startswith("--from")}
-    target = next((dst for dst, src in copies.items() if src == source), None)
-    assert target, f"{path}: does not COPY {source}/ from the build context"
-    # The trainer validates specs against the CRD: crds/ must be in the image's source too.
-    assert "crds" in copies.values(), f"{path}: does not COPY crds/"
-    wanted = f"{target}[{extra}]" if extra else target
-    installs = [ins for ins in instructions if ins.keyword == "RUN" and "pip install" in ins.args]
-    assert any(re.search(rf"pip install [^&;]*[\"']?{re.escape(wanted)}[\"']?(\s|$)", ins.args) for ins in installs), (
-        f"{path}: no `pip install {wanted}`"
-    )
+    copied = {src.rstrip("/") for sources, _ in copies(instructions) for src in sources}
+    for needed in ("pyproject.toml", "uv.lock", source, "crds"):
+        assert needed in copied, f"{path}: does not COPY {needed} from the build context"
+    sync = uv_sync(instructions)
+    words = sync.args.split()
+    for flag in ("--frozen", "--no-dev", "--no-editable"):
+        assert flag in words, f"{path}:{sync.line}: `uv sync` without {flag}"
+    package = tomllib.loads((ROOT / source / "pyproject.toml").read_text())["project"]["name"]
+    assert words[words.index("--package") + 1] == package, f"{path}:{sync.line}"
     if extra:
+        assert words[words.index("--extra") + 1] == extra, f"{path}:{sync.line}"
         extras = tomllib.loads((ROOT / "trainers" / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         assert extra in extras, f"{path}: trainers/pyproject.toml has no extra {extra!r}"
+    # uv inside the image is the version make setup uses (hack/requirements-uv.txt).
+    pinned = re.search(r"^uv==([\d.]+)", (ROOT / "hack" / "requirements-uv.txt").read_text(), re.M)
+    assert pinned and f"ghcr.io/astral-sh/uv:{pinned.group(1)}" in [b for b, _ in base_images(instructions)]
 
 
 def ignored(patterns: list[str], path: str) -> bool:
@@ -178,12 +195,11 @@ def ignored(patterns: list[str], path: str) -> bool:
 def test_dockerignore_lets_the_sources_in_and_keeps_the_venv_out(image: str) -> None:
     path = IMAGES / image / "Dockerfile.dockerignore"
     patterns = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    sources = [ins.args.split()[-2].rstrip("/") for ins in parse_dockerfile(IMAGES / image / "Dockerfile")
-               if ins.keyword == "COPY" and not ins.args.startswith("--from")]
-    for source in sources:
-        assert not ignored(patterns, f"{source}/pyproject.toml" if source != "crds" else "crds/finetunejob.yaml"), (
-            f"{path}: excludes {source}/, which the Dockerfile copies"
-        )
+    for sources, _ in copies(parse_dockerfile(IMAGES / image / "Dockerfile")):
+        for source in (src.rstrip("/") for src in sources):
+            probe = {"crds": "crds/finetunejob.yaml", "operator": "operator/pyproject.toml",
+                     "trainers": "trainers/pyproject.toml"}.get(source, source)
+            assert not ignored(patterns, probe), f"{path}: excludes {source}, which the Dockerfile copies"
     for junk in (".venv/bin/python", ".git/HEAD", ".cluster/kubeconfig"):
         assert ignored(patterns, junk), f"{path}: sends {junk} to the build"
 
@@ -205,37 +221,63 @@ def test_make_images_says_clearly_that_it_needs_docker(tmp_path: Path) -> None:
     assert "Docker engine" in done.stderr
 
 
-def build_wheel(image: str, tmp_path: Path) -> Path:
-    """The image's `pip install` step, without Docker: copy what the Dockerfile COPYs into the
-    layout it creates, then build the package's wheel from there (no deps, no network)."""
+def install_like_the_image(image: str, tmp_path: Path) -> Path:
+    """The image's install step without Docker: lay out what the Dockerfile COPYs, then run its
+    `uv sync` offline (from the uv cache `make setup` filled) into a fresh environment."""
     instructions = parse_dockerfile(IMAGES / image / "Dockerfile")
-    _, source, _ = EXPECTED[image]
-    for ins in instructions:
-        if ins.keyword == "COPY" and not ins.args.startswith("--from"):
-            src, dst = ins.args.split()[-2:]
-            # Symlinks stay links, as COPY keeps them: the trainer's CRD link must resolve there.
-            shutil.copytree(ROOT / src, tmp_path / dst.lstrip("/"), symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    target = next(ins.args.split()[-1] for ins in instructions
-                  if ins.keyword == "COPY" and ins.args.split()[-2].rstrip("/") == source)
-    out = tmp_path / "wheels"
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           str(tmp_path / target.lstrip("/")), "--wheel-dir", str(out)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    context = tmp_path / "context"
+    for sources, dst in copies(instructions):
+        for src in sources:
+            target = context / dst.lstrip("/")
+            target = target / Path(src).name if dst.endswith("/") and (ROOT / src).is_file() else target
+            if (ROOT / src).is_dir():
+                # Symlinks stay links, as COPY keeps them: the trainer's CRD link must resolve there.
+                shutil.copytree(ROOT / src, target, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / src, target)
+    workdir = next(ins.args for ins in instructions if ins.keyword == "WORKDIR")
+    env_dir = tmp_path / "env"
+    args = uv_sync(instructions).args.split()[1:]  # after `uv`
+    done = subprocess.run([uv_binary(), *args, "--offline", "--python", sys.executable],
+                          cwd=context / workdir.lstrip("/"), capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(env_dir),
+                                            "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "hardlink"})
     assert done.returncode == 0, done.stdout + done.stderr
-    (wheel,) = out.glob("*.whl")
-    return wheel
+    return env_dir
+
+
+def uv_binary() -> str:
+    version = re.search(r"^uv==([\d.]+)", (ROOT / "hack" / "requirements-uv.txt").read_text(), re.M)
+    assert version
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "speechtune" / f"uv-{version.group(1)}" / "bin" / "uv"
+    if not path.is_file():
+        pytest.skip(f"{path} missing: run make setup")
+    return str(path)
 
 
 # One trainer image stands for the three: they copy the same sources and differ only in the
-# pip extra, which test_installs_the_projects_own_package checks.
+# extra, which test_installs_its_slice_of_the_lock checks.
 @pytest.mark.parametrize("image", ["operator", "speechbrain"])
-def test_the_copied_sources_build_the_package_with_its_entry_point(image: str, tmp_path: Path) -> None:
-    with zipfile.ZipFile(build_wheel(image, tmp_path)) as wheel:
-        names = wheel.namelist()
-        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        scripts = re.findall(r"^([\w-]+) = ", wheel.read(entry_points).decode(), re.M)
-        assert EXPECTED[image][0] in scripts
-        if image != "operator":
-            # The trainer validates specs against the CRD it carries: the very file in crds/.
-            assert wheel.read("speechtune/finetunejob.crd.yaml") == (ROOT / "crds" / "finetunejob.yaml").read_bytes()
+def test_the_image_install_step_gives_the_entry_point_and_locked_versions(image: str, tmp_path: Path) -> None:
+    env_dir = install_like_the_image(image, tmp_path)
+    assert (env_dir / "bin" / EXPECTED[image][0]).is_file()
+    python = str(env_dir / "bin" / "python")
+    probe = ("import importlib.metadata as m, json, sys; "
+             "print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))")
+    image_versions = json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                                               check=True, timeout=120).stdout)
+    dev_versions = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                             check=True, timeout=120).stdout)
+    # The image holds a subset of the dev environment, at the same versions.
+    differing = {n: (v, dev_versions.get(n)) for n, v in image_versions.items() if dev_versions.get(n) != v}
+    assert not differing, f"image {image} differs from the tested environment: {differing}"
+    if image == "operator":
+        assert "torch" not in image_versions, "the operator image must not carry torch"
+    else:
+        assert image_versions["torch"] == dev_versions["torch"]
+        assert "nemo-toolkit" not in image_versions, "the speechbrain image carries only its own extra"
+        crd = next((env_dir / "lib").glob("python*/site-packages/speechtune/finetunejob.crd.yaml"))
+        assert crd.read_bytes() == (ROOT / "crds" / "finetunejob.yaml").read_bytes()
