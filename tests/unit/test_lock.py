@@ -52,10 +52,11 @@ def test_every_pin_in_the_pyprojects_is_exact_for_the_engine_stacks() -> None:
 
 def test_the_torch_build_is_explicit_and_torchaudio_matches_it() -> None:
     torch = PACKAGES["torch"]
-    # PyPI's Linux torch wheels are the CUDA builds: their runtime comes as nvidia-* wheels.
+    # PyPI's Linux torch 2.11 wheels are the CUDA 13.0 builds: NCCL and cuDNN come as wheels,
+    # so the GPU images need no CUDA base image (pyproject.toml says so).
     assert torch["source"] == {"registry": "https://pypi.org/simple"}
-    cuda_runtime = [d["name"] for d in torch["dependencies"] if d["name"].startswith("nvidia-")]
-    assert "nvidia-nccl-cu12" in cuda_runtime or any("nccl" in n for n in cuda_runtime), cuda_runtime
+    cuda_runtime = {d["name"] for d in torch["dependencies"]}
+    assert {"nvidia-nccl-cu13", "nvidia-cudnn-cu13"} <= cuda_runtime, cuda_runtime
     assert all(w.get("hash", "").startswith("sha256:") for w in torch["wheels"])
     # torchaudio's native library is built against one torch release (2.11.1 with torch 2.11.0
     # fails with an undefined symbol): same release, exactly.
