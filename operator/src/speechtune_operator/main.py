@@ -13,6 +13,7 @@ import kopf
 from speechtune_operator import persistence, runtime
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import telemetry as telemetry_mod
+from speechtune_operator.builders import backends
 from speechtune_operator.client import api
 from speechtune_operator.handlers import jobcache, registration
 
@@ -23,7 +24,8 @@ MALLOC_ARENAS = 2  # handler threads share two heaps instead of up to 16 on 2 co
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="speechtune-operator",
-        description="Reconcile FinetuneJobs (speechtune.dev/v1alpha1) into Kubeflow PyTorchJobs.")
+        description="Reconcile FinetuneJobs (speechtune.dev/v1alpha1) into Kubeflow PyTorchJobs "
+                    "or TrainJobs (--backend).")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", dest="namespace_flags", default=[],
                        help="Watch this namespace (repeatable). Default: every namespace.")
@@ -78,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     registration.register_login(registry, args.kubeconfig)
     registration.register(registry, registration.Context(
-        settings=settings, clients=clients, cache=cache, telemetry=telemetry))
+        settings=settings, clients=clients, cache=cache, telemetry=telemetry,
+        backend=backends.for_settings(settings)))
     runtime.freeze_startup_heap()
     kopf.run(registry=registry, settings=kopf_settings(settings), standalone=True,
              clusterwide=not namespaces, namespaces=namespaces,

@@ -6,6 +6,7 @@ retry) finds the child it made the first time instead of making a second one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 GROUP = "speechtune.dev"
@@ -17,6 +18,27 @@ API_VERSION = f"{GROUP}/{VERSION}"
 PYTORCHJOB_GROUP = "kubeflow.org"
 PYTORCHJOB_VERSION = "v1"
 PYTORCHJOB_PLURAL = "pytorchjobs"
+TRAINJOB_GROUP = "trainer.kubeflow.org"
+TRAINJOB_VERSION = "v1alpha1"
+TRAINJOB_PLURAL = "trainjobs"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildKind:
+    """The API resource of the object that runs a FinetuneJob's pods (one per backend)."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+PYTORCHJOB = ChildKind(PYTORCHJOB_GROUP, PYTORCHJOB_VERSION, PYTORCHJOB_PLURAL, "PyTorchJob")
+TRAINJOB = ChildKind(TRAINJOB_GROUP, TRAINJOB_VERSION, TRAINJOB_PLURAL, "TrainJob")
 
 LABEL_JOB = "speechtune.dev/finetunejob"
 LABEL_ENGINE = "speechtune.dev/engine"
@@ -29,9 +51,24 @@ JOB_FILE_DIR = "/etc/speechtune"
 JOB_FILE_NAME = "job.yaml"
 
 
+def child_name(job_name: str) -> str:
+    """The PyTorchJob's or TrainJob's name: the FinetuneJob's own, on either backend."""
+    return job_name
+
+
 def pytorchjob_name(job_name: str) -> str:
     # The same name as the FinetuneJob: pods become <name>-master-0, <name>-worker-N.
     return job_name
+
+
+def trainjob_name(job_name: str) -> str:
+    # The same name as the FinetuneJob: its JobSet too, pods become <name>-node-0-<rank>-<hash>.
+    return job_name
+
+
+def training_runtime_name(engine: str) -> str:
+    """The ClusterTrainingRuntime the chart ships for an engine (trainjob backend)."""
+    return f"speechtune-{engine}"
 
 
 def configmap_name(job_name: str) -> str:

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 ENGINES = ("nemo-canary", "speechbrain-ctc", "hf-ctc")
+BACKENDS = ("pytorchjob", "trainjob")
 
 
 def _setting(default: Any, help: str, env: str) -> Any:
@@ -21,6 +22,10 @@ def _setting(default: Any, help: str, env: str) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    backend: str = _setting(
+        "pytorchjob", "What runs a FinetuneJob's pods: pytorchjob (Kubeflow training-operator v1, "
+        "PyTorchJob) or trainjob (Kubeflow Trainer v2, TrainJob on the chart's "
+        "ClusterTrainingRuntime speechtune-<engine>).", "SPEECHTUNE_BACKEND")
     namespaces: tuple[str, ...] = _setting(
         (), "Namespaces to watch (comma-separated); empty watches every namespace.",
         "SPEECHTUNE_OPERATOR_NAMESPACES")
@@ -76,6 +81,8 @@ class Settings:
             raise ValueError(f"setting metrics_port must be a port number, got {self.metrics_port}")
         if self.scrape_interval <= 0 or self.scrape_timeout <= 0:
             raise ValueError("settings scrape_interval and scrape_timeout must be > 0")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"setting backend: unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"setting image_pull_policy: unknown policy {self.image_pull_policy!r}")
 

@@ -1,5 +1,5 @@
 """Each shipped example, as stored by the API server, renders the exact ConfigMap and
-PyTorchJob in golden/. Regenerate after an intended change with
+child in golden/ (PyTorchJob) and golden/trainjob/ (TrainJob). Regenerate after an intended change with
 SPEECHTUNE_UPDATE_GOLDEN=1 pytest tests/unit/operator, then review the diff."""
 
 from __future__ import annotations
@@ -12,23 +12,25 @@ import yaml
 
 from speechtune import spec  # the trainer's validator (tests may import both projects)
 from speechtune_operator import settings
-from speechtune_operator.builders import configmap, pytorchjob
+from speechtune_operator.builders import backends, configmap
 
 import ftj_crd as crdtools
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def rendered(example: str) -> str:
+def rendered(example: str, backend: backends.Backend) -> str:
     body = crdtools.stored(example)
-    objects = [configmap.build_configmap(body), pytorchjob.build_pytorchjob(body, settings.Settings())]
+    objects = [configmap.build_configmap(body), backend.build(body, settings.Settings())]
     return yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True)
 
 
+@pytest.mark.parametrize("backend", [backends.PYTORCHJOB, backends.TRAINJOB], ids=lambda b: b.name)
 @pytest.mark.parametrize("example", sorted(crdtools.EXAMPLES))
-def test_example_renders_its_golden_children(example: str) -> None:
-    golden = GOLDEN / f"{example}.yaml"
-    text = rendered(example)
+def test_example_renders_its_golden_children(example: str, backend: backends.Backend) -> None:
+    folder = GOLDEN if backend is backends.PYTORCHJOB else GOLDEN / backend.name
+    golden = folder / f"{example}.yaml"
+    text = rendered(example, backend)
     if os.environ.get("SPEECHTUNE_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert golden.exists(), f"{golden} missing: run with SPEECHTUNE_UPDATE_GOLDEN=1"

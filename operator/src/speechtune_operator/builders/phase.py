@@ -1,10 +1,13 @@
-"""FinetuneJob status from its PyTorchJob: phase, conditions, times, and the Event that a
-phase transition deserves."""
+"""FinetuneJob status from its child (PyTorchJob or TrainJob): phase, conditions, times,
+and the Event that a phase transition deserves.
+
+A backend's status reader turns its child into an `Observed` (`read_pytorchjob` here,
+`trainjob_status.read_trainjob` for TrainJobs); everything after that is shared."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
 SUSPENDED, SUCCEEDED, FAILED = "Suspended", "Succeeded", "Failed"
@@ -17,7 +20,7 @@ _PRECEDENCE = (("Succeeded", SUCCEEDED), ("Failed", FAILED), ("Suspended", SUSPE
                ("Restarting", RESTARTING), ("Running", RUNNING))
 
 # Fields this module owns in .status; progress/metrics belong to the scraper.
-OWNED_FIELDS = ("phase", "message", "conditions", "startTime", "completionTime", "pytorchJob")
+OWNED_FIELDS = ("phase", "message", "conditions", "startTime", "completionTime", "pytorchJob", "trainJob")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,21 @@ class PodFailure:
         code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
         detail = f": {self.message.strip()}" if self.message.strip() else ""
         return f"pod {self.pod} failed: {self.reason}{code}{detail}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What a backend's status reader makes of its child."""
+
+    phase: str
+    message: str
+    status_field: str  # where the child's name goes in the FinetuneJob's status
+    conditions: tuple[Mapping[str, Any], ...] = ()
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+Reader = Callable[[Mapping[str, Any]], Observed]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,25 +70,35 @@ def phase_of(pytorchjob_status: Mapping[str, Any]) -> tuple[str, str]:
     return PENDING, "waiting for the PyTorchJob's pods"
 
 
-def desired_status(pytorchjob: Mapping[str, Any], failure: PodFailure | None = None) -> dict[str, Any]:
+def read_pytorchjob(pytorchjob: Mapping[str, Any]) -> Observed:
     status = pytorchjob.get("status") or {}
     phase, message = phase_of(status)
+    return Observed(phase=phase, message=message, status_field="pytorchJob",
+                    conditions=tuple(status.get("conditions") or ()),
+                    start_time=status.get("startTime"), completion_time=status.get("completionTime"))
+
+
+def desired_status(child: Mapping[str, Any], failure: PodFailure | None = None,
+                   reader: Reader = read_pytorchjob) -> dict[str, Any]:
+    observed = reader(child)
+    phase, message = observed.phase, observed.message
     if phase == FAILED and failure is not None:
         message = f"{message} {failure.describe()}".strip()
     desired: dict[str, Any] = {
         "phase": phase,
         "message": message,
-        "pytorchJob": pytorchjob["metadata"]["name"],
-        "conditions": [_condition(c) for c in status.get("conditions") or []],
+        observed.status_field: child["metadata"]["name"],
+        "conditions": [_condition(c) for c in observed.conditions],
     }
-    for key in ("startTime", "completionTime"):
-        if status.get(key):
-            desired[key] = status[key]
+    if observed.start_time:
+        desired["startTime"] = observed.start_time
+    if observed.completion_time:
+        desired["completionTime"] = observed.completion_time
     if phase in FINISHED and "completionTime" not in desired:
         # The training-operator leaves completionTime unset when a non-retryable exit code
         # fails the job (restartPolicy ExitCode); the Failed condition still dates it.
         ended: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == phase), {})
+            (c for c in observed.conditions if c.get("type") == phase), {})
         if ended.get("lastTransitionTime"):
             desired["completionTime"] = ended["lastTransitionTime"]
     return desired
@@ -103,14 +131,14 @@ def _condition(condition: Mapping[str, Any]) -> dict[str, Any]:
             if key in condition}
 
 
-def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
-    """The failure of a Failed pod, preferring its `pytorch` container's terminated state."""
+def pod_failure(pod: Mapping[str, Any], container_name: str = "pytorch") -> PodFailure | None:
+    """The failure of a Failed pod, preferring its trainer container's terminated state."""
     status = pod.get("status") or {}
     if status.get("phase") != "Failed":
         return None
     name = str(pod.get("metadata", {}).get("name", "?"))
     for container in status.get("containerStatuses") or []:
-        if container.get("name") != "pytorch":
+        if container.get("name") != container_name:
             continue
         state = container.get("state") or {}
         terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
@@ -122,11 +150,14 @@ def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
                       message=str(status.get("message") or ""))
 
 
-def first_failure(pods: Sequence[Mapping[str, Any]]) -> PodFailure | None:
-    """The master's failure when it failed, else any worker's: the master is what users read."""
-    def is_master(pod: Mapping[str, Any]) -> bool:
-        labels = pod.get("metadata", {}).get("labels") or {}
-        return labels.get("training.kubeflow.org/replica-type") in ("master", "Master")
+def is_pytorchjob_master(pod: Mapping[str, Any]) -> bool:
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return labels.get("training.kubeflow.org/replica-type") in ("master", "Master")
 
-    failures = [(not is_master(pod), failure) for pod in pods if (failure := pod_failure(pod))]
+
+def first_failure(pods: Sequence[Mapping[str, Any]], container_name: str = "pytorch",
+                  is_rank0: Callable[[Mapping[str, Any]], bool] = is_pytorchjob_master) -> PodFailure | None:
+    """Rank 0's failure when it failed, else any other pod's: rank 0 is what users read."""
+    failures = [(not is_rank0(pod), failure) for pod in pods
+                if (failure := pod_failure(pod, container_name))]
     return min(failures, key=lambda pair: pair[0])[1] if failures else None

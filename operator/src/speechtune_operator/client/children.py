@@ -1,4 +1,5 @@
-"""Create-or-get of a FinetuneJob's ConfigMap and PyTorchJob, and the suspend switch."""
+"""Create-or-get of a FinetuneJob's ConfigMap and its child (PyTorchJob or TrainJob), and
+merge-patches of the child (the suspend switch)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,6 @@ from typing import Any, Mapping
 
 from speechtune_operator import names
 from speechtune_operator.client import api
-
-_PJ = (names.PYTORCHJOB_GROUP, names.PYTORCHJOB_VERSION)
-
 
 def create_or_get_configmap(clients: api.Clients, configmap: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """(the object as stored, whether this call created it). 409 means someone (an earlier
@@ -23,33 +21,36 @@ def create_or_get_configmap(clients: api.Clients, configmap: Mapping[str, Any]) 
     return clients.plain(clients.core.read_namespaced_config_map(meta["name"], meta["namespace"])), False
 
 
-def create_or_get_pytorchjob(clients: api.Clients, pytorchjob: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    meta = pytorchjob["metadata"]
+def create_or_get_child(clients: api.Clients, kind: names.ChildKind,
+                        child: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The PyTorchJob or TrainJob as stored, and whether this call created it (see above)."""
+    meta = child["metadata"]
     try:
         made = clients.custom.create_namespaced_custom_object(
-            *_PJ, meta["namespace"], names.PYTORCHJOB_PLURAL, dict(pytorchjob))
-        return _created(clients, made, pytorchjob), True
+            kind.group, kind.version, meta["namespace"], kind.plural, dict(child))
+        return _created(clients, made, child), True
     except Exception as error:
         if not api.is_status(error, 409):
             raise
-    return get_pytorchjob(clients, meta["namespace"], meta["name"]) or {}, False
+    return get_child(clients, kind, meta["namespace"], meta["name"]) or {}, False
 
 
-def get_pytorchjob(clients: api.Clients, namespace: str, name: str) -> dict[str, Any] | None:
+def get_child(clients: api.Clients, kind: names.ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return clients.plain(clients.custom.get_namespaced_custom_object(
-            *_PJ, namespace, names.PYTORCHJOB_PLURAL, name))
+            kind.group, kind.version, namespace, kind.plural, name))
     except Exception as error:
         if api.is_status(error, 404):
             return None
         raise
 
 
-def set_pytorchjob_suspend(clients: api.Clients, namespace: str, name: str, suspend: bool) -> bool:
-    """False when there is no PyTorchJob (yet, or any more) to suspend or resume."""
+def patch_child(clients: api.Clients, kind: names.ChildKind, namespace: str, name: str,
+                patch: Mapping[str, Any]) -> bool:
+    """Merge-patch the child (e.g. its suspend switch); False when there is none (yet, or any more)."""
     try:
         clients.custom.patch_namespaced_custom_object(
-            *_PJ, namespace, names.PYTORCHJOB_PLURAL, name, {"spec": {"runPolicy": {"suspend": suspend}}})
+            kind.group, kind.version, namespace, kind.plural, name, dict(patch))
         return True
     except Exception as error:
         if api.is_status(error, 404):

@@ -1,13 +1,10 @@
-"""The trainer pods of a PyTorchJob."""
+"""The trainer pods of a FinetuneJob's child, found by label (the backend says which)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from speechtune_operator.client import api
-
-# Set by the training-operator on every pod of a job.
-JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 
 
 def get(clients: api.Clients, namespace: str, name: str) -> dict[str, Any] | None:
@@ -19,6 +16,6 @@ def get(clients: api.Clients, namespace: str, name: str) -> dict[str, Any] | Non
         raise
 
 
-def of_job(clients: api.Clients, namespace: str, job_name: str) -> list[dict[str, Any]]:
-    listed = clients.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job_name}")
+def matching(clients: api.Clients, namespace: str, selector: str) -> list[dict[str, Any]]:
+    listed = clients.core.list_namespaced_pod(namespace, label_selector=selector)
     return [clients.plain(pod) for pod in listed.items]

@@ -1,4 +1,5 @@
-"""Create (or find) a FinetuneJob's ConfigMap and PyTorchJob: on creation and on resume."""
+"""Create (or find) a FinetuneJob's ConfigMap and its child (the backend's PyTorchJob or
+TrainJob): on creation and on resume."""
 
 from __future__ import annotations
 
@@ -9,28 +10,38 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import configmap, phase, pytorchjob
-from speechtune_operator.client import api, children
+from speechtune_operator.builders import backends, configmap, phase, podtemplate
+from speechtune_operator.client import api, children, finetunejobs
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings,
-                    clients: api.Clients) -> None:
+def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients: api.Clients,
+                    backend: backends.Backend = backends.PYTORCHJOB) -> None:
     status = body.get("status") or {}
     if status.get("phase") in phase.FINISHED:
-        # Its PyTorchJob may be gone (ttlSecondsAfterFinished); recreating it would train again.
+        # Its child may be gone (ttlSecondsAfterFinished); recreating it would train again.
         return
-    objects = [configmap.build_configmap(body), pytorchjob.build_pytorchjob(body, settings)]
+    try:
+        child = backend.build(body, settings)
+    except podtemplate.Unsupported as error:
+        # The spec is valid, but this cluster's backend cannot run it: say so once, no retry.
+        message = f"backend {backend.name}: {error}"
+        finetunejobs.patch_status(clients, body["metadata"]["namespace"], body["metadata"]["name"],
+                                  {"phase": phase.FAILED, "message": message})
+        kopf.event(body, type="Warning", reason="UnsupportedByBackend", message=message)
+        return
+    objects = [configmap.build_configmap(body), child]
     kopf.adopt(objects, owner=body)
     stored_cm, _ = children.create_or_get_configmap(clients, objects[0])
-    stored_pj, created = children.create_or_get_pytorchjob(clients, objects[1])
-    for stored in (stored_cm, stored_pj):
+    stored_child, created = children.create_or_get_child(clients, backend.child, objects[1])
+    for stored in (stored_cm, stored_child):
         _check_owner(stored, body)
     if created:
-        kopf.event(body, type="Normal", reason="PyTorchJobCreated",
-                   message=f"created PyTorchJob {stored_pj['metadata']['name']}")
-    # No status write here: the PyTorchJob's first watch event brings phase, pytorchJob and
+        kind = backend.child.kind
+        kopf.event(body, type="Normal", reason=f"{kind}Created",
+                   message=f"created {kind} {stored_child['metadata']['name']}")
+    # No status write here: the child's first watch event brings phase, its name and
     # observedGeneration in one patch (mirroring), one write per job fewer under a burst.
 
 

@@ -1,4 +1,5 @@
-"""Mirror a PyTorchJob's state into its FinetuneJob's status, with an Event per transition."""
+"""Mirror a child's state (PyTorchJob or TrainJob, read by the backend's status reader) into
+its FinetuneJob's status, with an Event per transition."""
 
 from __future__ import annotations
 
@@ -8,26 +9,27 @@ from typing import Any, Mapping, cast
 import kopf
 
 from speechtune_operator import names
-from speechtune_operator.builders import phase
+from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api, finetunejobs, pods
 from speechtune_operator.handlers import jobcache
 
 logger = logging.getLogger(__name__)
 
 
-def sync_from_pytorchjob(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
-                         cache: jobcache.JobCache) -> None:
-    view = _parent(pytorchjob, clients=clients, cache=cache)
+def sync_from_child(child: Mapping[str, Any], *, clients: api.Clients, cache: jobcache.JobCache,
+                    backend: backends.Backend = backends.PYTORCHJOB) -> None:
+    view = _parent(child, clients=clients, cache=cache)
     if view is None:
         return
     current = view.status
-    desired = phase.desired_status(pytorchjob)
+    desired = phase.desired_status(child, reader=backend.read)
     if desired["phase"] == phase.FAILED:
         if current.get("phase") == phase.FAILED:
             desired["message"] = current.get("message", desired["message"])  # keep the pod's reason
         else:
-            failure = phase.first_failure(pods.of_job(clients, view.namespace, pytorchjob["metadata"]["name"]))
-            desired = phase.desired_status(pytorchjob, failure)
+            job_pods = pods.matching(clients, view.namespace, backend.pods_selector(child["metadata"]["name"]))
+            failure = phase.first_failure(job_pods, backend.container, backend.is_rank0)
+            desired = phase.desired_status(child, failure, reader=backend.read)
     # The spec generation this status describes: only runPolicy.suspend can change after
     # creation, and the suspend handler has acted on it before its effect shows up here.
     desired["observedGeneration"] = view.generation
@@ -42,10 +44,10 @@ def sync_from_pytorchjob(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
         kopf.event(kopf.Body(cast(kopf.RawBody, names.object_ref(view.ref()))), type=event.type, reason=event.reason, message=event.message)
 
 
-def _parent(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
+def _parent(child: Mapping[str, Any], *, clients: api.Clients,
             cache: jobcache.JobCache) -> jobcache.JobView | None:
-    name = names.owner_name(pytorchjob)
-    namespace = pytorchjob["metadata"]["namespace"]
+    name = names.owner_name(child)
+    namespace = child["metadata"]["namespace"]
     if name is None:
         return None
     view = cache.get(namespace, name)
@@ -55,8 +57,8 @@ def _parent(pytorchjob: Mapping[str, Any], *, clients: api.Clients,
             return None
         cache.observe(body)
         view = jobcache.JobView.of(body)
-    owner_uids = {ref.get("uid") for ref in pytorchjob["metadata"].get("ownerReferences") or []}
+    owner_uids = {ref.get("uid") for ref in child["metadata"].get("ownerReferences") or []}
     if owner_uids and view.uid not in owner_uids:
-        logger.debug("PyTorchJob %s/%s belongs to an earlier FinetuneJob", namespace, name)
+        logger.debug("%s %s/%s belongs to an earlier FinetuneJob", child.get("kind"), namespace, name)
         return None
     return view

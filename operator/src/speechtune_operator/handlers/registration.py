@@ -11,12 +11,11 @@ import kopf
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import telemetry as telemetry_mod
 from speechtune_operator import names
-from speechtune_operator.builders import phase
+from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
 from speechtune_operator.handlers import creating, jobcache, mirroring, scraping, suspending
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
-PYTORCHJOBS = (names.PYTORCHJOB_GROUP, names.PYTORCHJOB_VERSION, names.PYTORCHJOB_PLURAL)
 RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
 
 
@@ -26,6 +25,7 @@ class Context:
     clients: api.Clients
     cache: jobcache.JobCache
     telemetry: telemetry_mod.Telemetry
+    backend: backends.Backend = backends.PYTORCHJOB  # the only backend-specific choice
 
 
 def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
@@ -51,22 +51,24 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     def reconcile(body: kopf.Body, **_: Any) -> None:
         with ctx.telemetry.reconcile():
-            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients)
+            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
     def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
-        suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients)
+        suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, backend=ctx.backend)
 
-    @kopf.on.event(*PYTORCHJOBS, id="mirror-status", labels={names.LABEL_JOB: kopf.PRESENT},
-                   registry=registry)
+    child = ctx.backend.child
+
+    @kopf.on.event(child.group, child.version, child.plural, id="mirror-status",
+                   labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry)
     def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type == "DELETED":
             return
         with ctx.telemetry.reconcile():
-            mirroring.sync_from_pytorchjob(body, clients=ctx.clients, cache=ctx.cache)
+            mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend)
 
     @kopf.timer(*FINETUNEJOBS, id="scrape-progress", interval=ctx.settings.scrape_interval, registry=registry,
                 when=lambda status, **_: status.get("phase") == phase.RUNNING)
     def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients)
+        scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)

@@ -9,15 +9,15 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import progress
+from speechtune_operator.builders import backends, progress
 from speechtune_operator.client import api, fetching, pods
 
 logger = logging.getLogger(__name__)
 
 
 def scrape(body: kopf.Body, patch: kopf.Patch, *, settings: settings_mod.Settings,
-           clients: api.Clients) -> None:
-    url = scrape_url(body, settings=settings, clients=clients)
+           clients: api.Clients, backend: backends.Backend = backends.PYTORCHJOB) -> None:
+    url = scrape_url(body, settings=settings, clients=clients, backend=backend)
     if url is None:
         return
     try:
@@ -32,7 +32,8 @@ def scrape(body: kopf.Body, patch: kopf.Patch, *, settings: settings_mod.Setting
         patch.status[key] = value
 
 
-def scrape_url(body: kopf.Body, *, settings: settings_mod.Settings, clients: api.Clients) -> str | None:
+def scrape_url(body: kopf.Body, *, settings: settings_mod.Settings, clients: api.Clients,
+               backend: backends.Backend = backends.PYTORCHJOB) -> str | None:
     meta = body["metadata"]
     annotated = (meta.get("annotations") or {}).get(names.ANNOTATION_METRICS_URL)
     if annotated:
@@ -40,8 +41,10 @@ def scrape_url(body: kopf.Body, *, settings: settings_mod.Settings, clients: api
     values: dict[str, Any] = {"port": settings.trainer_metrics_port, "name": meta["name"],
                               "namespace": meta["namespace"]}
     if "{pod_ip}" in settings.scrape_url:
-        pod = pods.get(clients, meta["namespace"], names.master_pod_name(meta["name"]))
-        pod_ip = ((pod or {}).get("status") or {}).get("podIP")
+        # Rank 0 by label: a TrainJob's pod names end in a random suffix. A replaced pod may
+        # linger next to its successor; the one with an IP is the one serving.
+        rank0 = pods.matching(clients, meta["namespace"], backend.rank0_selector(names.child_name(meta["name"])))
+        pod_ip = next((ip for pod in rank0 if (ip := (pod.get("status") or {}).get("podIP"))), None)
         if not pod_ip:
             return None
         values["pod_ip"] = pod_ip

@@ -1,4 +1,4 @@
-"""spec.runPolicy.suspend: true suspends the PyTorchJob (its pods go away), false resumes it."""
+"""spec.runPolicy.suspend: true suspends the child (its pods go away), false resumes it."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import logging
 import kopf
 
 from speechtune_operator import names
+from speechtune_operator.builders import backends
 from speechtune_operator.client import api, children
 
 logger = logging.getLogger(__name__)
 
 
-def apply_suspend(body: kopf.Body, suspend: bool, patch: kopf.Patch, *, clients: api.Clients) -> None:
+def apply_suspend(body: kopf.Body, suspend: bool, patch: kopf.Patch, *, clients: api.Clients,
+                  backend: backends.Backend = backends.PYTORCHJOB) -> None:
     meta = body["metadata"]
-    found = children.set_pytorchjob_suspend(
-        clients, meta["namespace"], names.pytorchjob_name(meta["name"]), suspend)
+    found = children.patch_child(clients, backend.child, meta["namespace"],
+                                 names.child_name(meta["name"]), backend.suspend_patch(suspend))
     if not found:
-        logger.info("no PyTorchJob for %s/%s to %s", meta["namespace"], meta["name"],
+        logger.info("no %s for %s/%s to %s", backend.child.kind, meta["namespace"], meta["name"],
                     "suspend" if suspend else "resume")
     patch.status["observedGeneration"] = meta.get("generation")

@@ -1,0 +1,174 @@
+"""The trainer pod every backend runs: one pure function of a FinetuneJob and the settings.
+
+Each backend's child builder (pytorchjob.py, trainjob.py) wraps this template in its own
+object; only what its controller expects of the trainer container differs (the
+container's name, when to launch through torchrun, a rendezvous port), given as a
+`TrainerContainer`. Per-job pod settings belong here, so both backends get them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from speechtune_operator import settings as settings_mod
+from speechtune_operator import names
+
+TRAIN_COMMAND = ["speechtune", "train", "--job", f"{names.JOB_FILE_DIR}/{names.JOB_FILE_NAME}"]
+# Lightning's KubeflowEnvironment pins local_rank to 0, so several GPUs per pod need one
+# process per GPU from torchrun. torchrun reads --nnodes, --nproc-per-node, --node-rank,
+# --master-addr and --master-port from the PET_* variables both Kubeflow controllers inject.
+# --no-python: `speechtune` is an executable.
+TORCHRUN_PREFIX = ["torchrun", "--no-python"]
+
+
+class Unsupported(ValueError):
+    """A FinetuneJob asks for something its cluster's backend cannot do; the message names
+    the field. Raised by a child builder, reported once as the FinetuneJob's failure."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerContainer:
+    """What one backend's controller expects of the trainer container."""
+
+    name: str  # the controller finds the trainer container by this name
+    torchrun_from_nodes: int  # launch through torchrun from this many nodes on (or >1 GPU)
+    ports: tuple[tuple[str, int], ...] = ()  # extra (name, port) the controller reads
+
+
+def nodes_of(body: Mapping[str, Any]) -> int:
+    return int(body["spec"].get("resources", {}).get("nodes", 1))
+
+
+def gpus_of(body: Mapping[str, Any]) -> int:
+    return int(body["spec"].get("resources", {}).get("gpusPerNode", 0))
+
+
+def command(body: Mapping[str, Any], trainer: TrainerContainer) -> list[str]:
+    torchrun = gpus_of(body) > 1 or nodes_of(body) >= trainer.torchrun_from_nodes
+    return (TORCHRUN_PREFIX + TRAIN_COMMAND) if torchrun else list(TRAIN_COMMAND)
+
+
+def pod_template(body: Mapping[str, Any], settings: settings_mod.Settings,
+                 trainer: TrainerContainer) -> dict[str, Any]:
+    spec = body["spec"]
+    resources = spec.get("resources", {})
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(body, settings, trainer)],
+        "volumes": _volumes(body),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.trainer_uid,
+            "runAsGroup": settings.trainer_uid,
+            "fsGroup": settings.trainer_uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # The trainer talks to nothing in the cluster; no token in its filesystem.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if resources.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(resources["nodeSelector"])
+    if resources.get("tolerations"):
+        pod_spec["tolerations"] = [dict(t) for t in resources["tolerations"]]
+    if resources.get("priorityClassName"):
+        pod_spec["priorityClassName"] = resources["priorityClassName"]
+    return {
+        "metadata": {
+            "labels": names.child_labels(body),
+            # Istio sidecars never exit, so a pod with one never completes.
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+        "spec": pod_spec,
+    }
+
+
+def _container(body: Mapping[str, Any], settings: settings_mod.Settings,
+               trainer: TrainerContainer) -> dict[str, Any]:
+    spec = body["spec"]
+    ports = [{"name": "metrics", "containerPort": settings.trainer_metrics_port, "protocol": "TCP"}]
+    ports += [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in trainer.ports]
+    return {
+        "name": trainer.name,
+        "image": spec.get("image") or settings.image_for(spec["engine"]),
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command(body, trainer),
+        "env": _env(body, settings),
+        "ports": ports,
+        "resources": _resources(spec.get("resources", {})),
+        "volumeMounts": _mounts(body),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _env(body: Mapping[str, Any], settings: settings_mod.Settings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        # Stable across pod restarts, so a restarted pod resumes the same run folder.
+        {"name": "SPEECHTUNE_RUN_ID", "value": body["metadata"]["uid"]},
+        {"name": "SPEECHTUNE_METRICS_PORT", "value": str(settings.trainer_metrics_port)},
+        {"name": "HOME", "value": "/home/speechtune"},
+    ]
+    if "volume" in body["spec"].get("model", {}):
+        # Model downloads land on the model volume and survive pod restarts.
+        env += [{"name": "HF_HOME", "value": "/models/huggingface"},
+                {"name": "NEMO_CACHE_DIR", "value": "/models/nemo"}]
+    if settings.hf_token_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": settings.hf_token_secret, "key": settings.hf_token_key, "optional": True}}})
+    return env
+
+
+def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": str(resources.get("cpu", "4")),
+                               "memory": str(resources.get("memory", "16Gi"))}
+    gpus = int(resources.get("gpusPerNode", 0))
+    if gpus > 0:
+        amounts[resources.get("gpuResource", "nvidia.com/gpu")] = str(gpus)
+    # requests == limits: Guaranteed QoS, so a busy node does not evict a training pod first.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _mounts(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "job", "mountPath": names.JOB_FILE_DIR, "readOnly": True},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "output", "mountPath": "/output"},
+    ]
+    if "volume" in body["spec"].get("model", {}):
+        mounts.append({"name": "models", "mountPath": "/models"})
+    mounts += [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        # The root filesystem is read-only: scratch and caches go to emptyDirs.
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "home", "mountPath": "/home/speechtune"},
+    ]
+    return mounts
+
+
+def _volumes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    spec = body["spec"]
+    volumes: list[dict[str, Any]] = [
+        {"name": "job", "configMap": {"name": names.configmap_name(body["metadata"]["name"]),
+                                      "items": [{"key": names.JOB_FILE_NAME,
+                                                 "path": names.JOB_FILE_NAME}]}},
+        {"name": "data", "persistentVolumeClaim": {
+            "claimName": spec["data"]["volume"]["claimName"], "readOnly": True}},
+        {"name": "output", "persistentVolumeClaim": {
+            "claimName": spec["output"]["volume"]["claimName"]}},
+    ]
+    if "volume" in spec.get("model", {}):
+        volumes.append({"name": "models", "persistentVolumeClaim": {
+            "claimName": spec["model"]["volume"]["claimName"]}})
+    shm = str(spec.get("resources", {}).get("shmSize", "2Gi"))
+    volumes.extend([
+        # Data-loader workers pass batches through /dev/shm; the default 64 MiB is far too small.
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
+    ])
+    return volumes
