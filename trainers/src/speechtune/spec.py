@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import functools
+import importlib
 import importlib.resources
+import math
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jsonschema
 import yaml
+
+from speechtune import strict_yaml
 
 CRD_RESOURCE = "finetunejob.crd.yaml"
 API_VERSION = "speechtune.dev/v1alpha1"
@@ -64,22 +70,44 @@ def crd_schema() -> Mapping[str, Any]:
 
 def load(path: str | Path) -> Job:
     """Reads and validates a job file; raises SpecError naming the file and field."""
+    return validate(read_document(path), source=str(path))
+
+
+def read_document(path: str | Path) -> Any:
+    """The job file's one YAML document (strict_yaml: no duplicate keys, bounded size);
+    every failure is a SpecError, never an OSError or a YAML traceback."""
     source = str(path)
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        with open(path, "rb") as f:
+            raw = f.read(strict_yaml.MAX_BYTES + 1)  # /dev/zero or a huge file stop here
     except FileNotFoundError:
         raise SpecError(source, "(file)", "no such file") from None
-    except yaml.YAMLError as error:
-        raise SpecError(source, "(yaml)", str(error)) from None
-    return validate(document, source=source)
+    except IsADirectoryError:
+        raise SpecError(source, "(file)", "is a directory, not a job file") from None
+    except OSError as error:
+        raise SpecError(source, "(file)", f"cannot read: {os_error(error)}") from None
+    try:
+        return strict_yaml.load(raw)
+    except strict_yaml.YamlProblem as problem:
+        raise SpecError(f"{source}:{problem.line}" if problem.line else source, "(yaml)", problem.message) from None
+
+
+def os_error(error: OSError) -> str:
+    """`Permission denied (EACCES)`: the reason and the errno's name, without a traceback."""
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    return f"{error.strerror or error} ({name})"
 
 
 def validate(document: Any, *, source: str = "<memory>") -> Job:
+    """The CRD's structural schema, defaults and CEL rules, plus what the API server gets
+    for free from JSON (string keys, finite numbers). No engine checks: see `check`."""
     if not isinstance(document, dict):
         raise SpecError(source, "(document)", "expected a FinetuneJob mapping")
     if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
         raise SpecError(source, "apiVersion/kind",
                         f"expected {API_VERSION} {KIND}, got {document.get('apiVersion')} {document.get('kind')}")
+    for path, message in json_value_problems(document, []):
+        raise SpecError(source, path, message)
     schema = crd_schema()
     obj = apply_defaults(schema, copy.deepcopy(document))
     _check_structure(schema, obj, source)
@@ -90,6 +118,103 @@ def validate(document: Any, *, source: str = "<memory>") -> Job:
         raise SpecError(source, "metadata.name", "required")
     return Job(name=metadata["name"], namespace=metadata.get("namespace") or "default",
                spec=obj["spec"], uid=metadata.get("uid"), source=source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What `check` found: the job and the engine's notes (memory estimate, what will run)."""
+
+    job: Job
+    notes: list[str]
+
+
+def check(document: Any, *, source: str = "<memory>", in_pod: bool = False) -> Checked:
+    """The one entry point for everything `speechtune run/train` refuses before step 1
+    that needs no data and no GPU: `validate`, then the engine's torch-free override
+    catalogue and spec checks (engines.SPEC_CHECKS), then, for a pod, that an absolute
+    model.path lies on a mounted volume. Raises SpecError naming the field. Imports no
+    torch and no engine implementation, so the operator's admission webhook can call it."""
+    job = validate(document, source=source)
+    notes = engine_checks(job.spec, source=source)
+    if in_pod:
+        check_pod_paths(job.spec, source=source)
+    return Checked(job, notes)
+
+
+def check_file(path: str | Path, *, in_pod: bool = False) -> Checked:
+    return check(read_document(path), source=str(path), in_pod=in_pod)
+
+
+def engine_checks(spec: Mapping[str, Any], *, source: str = "<memory>") -> list[str]:
+    """The engine's SPEC_CHECKS function (a torch-free module named by the registry);
+    its ValueError ("spec.field: why") becomes a SpecError with that field path."""
+    from speechtune.engines import SPEC_CHECKS  # the registry module imports no framework
+
+    target = SPEC_CHECKS.get(str(spec["engine"]))
+    if not target:
+        return []
+    module_name, _, function = target.partition(":")
+    try:
+        notes = getattr(importlib.import_module(module_name), function)(spec)
+    except ValueError as error:
+        raise spec_error(source, error) from None
+    return list(notes or [])
+
+
+def spec_error(source: str, error: ValueError) -> SpecError:
+    """A SpecError from an engine's "spec.x.y: message" ValueError."""
+    if isinstance(error, SpecError):
+        return error
+    text = str(error)
+    field, sep, detail = text.partition(": ")
+    if sep and field.startswith("spec") and " " not in field.replace("'", "").replace("[", ""):
+        return SpecError(source, field, detail)
+    return SpecError(source, "spec", text)
+
+
+# Where a pod mounts volumes (the operator's builders use the same paths).
+POD_VOLUMES = ("/data", "/output", "/models")
+
+
+def check_pod_paths(spec: Mapping[str, Any], *, source: str = "<memory>") -> None:
+    """In a pod an absolute spec.model.path must lie on a mounted volume: elsewhere it
+    reads the image's or the node's files, which no job should choose."""
+    path = str((spec.get("model") or {}).get("path") or "")
+    if path.startswith("/") and not any(path == root or path.startswith(root + "/") for root in POD_VOLUMES):
+        raise SpecError(source, "spec.model.path",
+                        f"{path} is outside the mounted volumes ({', '.join(POD_VOLUMES)}); "
+                        "give a path relative to the model volume")
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: str, *, field: str = "--run-id") -> str:
+    """A run id names one folder below <output>/<job>/: one path segment, no '..'."""
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        raise ValueError(f"{field} {run_id!r}: want a folder name of letters, digits, '.', '_' "
+                         "and '-' (at most 128, no '..', no '/')")
+    return run_id
+
+
+def json_value_problems(value: Any, path: list[Any]) -> Iterator[tuple[str, str]]:
+    """What JSON (and so kubectl and the API server) cannot carry: non-string keys,
+    NaN/infinity, timestamps, bytes and sets that YAML builds; as (field path, message)."""
+    where = field_path(path) or "(document)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield where, f"key {key!r} is not a string (quote it)"
+                return
+            yield from json_value_problems(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_value_problems(item, [*path, index])
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield where, f"{value} is not a finite number"
+    elif value is not None and not isinstance(value, (str, int, bool)):
+        yield where, f"a YAML {type(value).__name__} is not a JSON value (quote it)"
 
 
 def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:

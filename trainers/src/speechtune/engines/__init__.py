@@ -19,7 +19,7 @@ ENGINES: dict[str, str] = {
 # ValueError (with the spec field path in the message) when the job cannot run.
 SPEC_CHECKS: dict[str, str] = {
     "speechbrain-ctc": "speechtune.engines.speechbrain_ctc.settings:check_spec",
-    "hf-ctc": "speechtune.engines.hf_memory:check_spec",
+    "hf-ctc": "speechtune.engines.hf_ctc.settings:check_spec",
     "nemo-canary": "speechtune.engines.nemo_canary:check_spec",
 }
 

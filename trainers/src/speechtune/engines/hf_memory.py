@@ -260,7 +260,10 @@ def _architecture(spec: Mapping[str, Any]) -> tuple[Architecture | None, str]:
         return KNOWN_MODELS[model["pretrained"]], name
     config_file = Path(model.get("path") or model.get("pretrained") or "") / "config.json"
     if model.get("path") and config_file.is_file():
-        return Architecture.from_config(json.loads(config_file.read_text())), name
+        try:
+            return Architecture.from_config(json.loads(config_file.read_text(encoding="utf-8"))), name
+        except (OSError, ValueError, TypeError, AttributeError):  # unreadable: the engine says why
+            return None, name
     create = overrides.get("createBaseModel")
     if create:
         from speechtune.engines.hf_ctc import settings  # torch-free module

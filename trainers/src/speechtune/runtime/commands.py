@@ -126,13 +126,11 @@ def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace, *, li
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from speechtune.runtime import session
-
     failed = 0
     for path in args.jobs:
         try:
-            job = specs.load(path)
-            notes = session.engine_notes(job.spec)
+            checked = specs.check_file(path)
+            job, notes = checked.job, checked.notes
         except ValueError as error:
             print(f"{error}", file=sys.stderr)
             failed += 1

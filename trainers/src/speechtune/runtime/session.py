@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib
 import os
 import resource
 import threading
@@ -83,12 +82,7 @@ def placement(job_spec: Mapping[str, Any], environ: Mapping[str, str] = os.envir
 
 def engine_notes(job_spec: Mapping[str, Any]) -> list[str]:
     """The engine's SPEC_CHECKS function (if any); raises ValueError naming the field."""
-    target = engines.SPEC_CHECKS.get(str(job_spec["engine"]))
-    if not target:
-        return []
-    module_name, _, function = target.partition(":")
-    notes = getattr(importlib.import_module(module_name), function)(job_spec)
-    return list(notes or [])
+    return specs.engine_checks(job_spec)
 
 
 def preflight(job_spec: Mapping[str, Any], data: base.DataPaths) -> check.Report:

@@ -8,6 +8,8 @@ and the fall-backs for a CPU run of a GPU job file.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -110,18 +112,10 @@ def from_spec(spec: Mapping[str, Any], *, max_steps: int | None, model_dir: Path
     training = spec.get("training") or {}
     peft = training.get("peft") or {}
     overrides = dict(training.get("overrides") or {})
-    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
-    if unknown:
-        raise ValueError(
-            f"spec.training.overrides.{unknown[0]}: not an hf-ctc setting (known: {', '.join(OVERRIDE_KEYS)})"
-        )
+    check_overrides(overrides)
     target_lang = (spec.get("data") or {}).get("targetLang") or "en"
     vocabulary = overrides.get("vocabulary", "auto")
-    if vocabulary not in ("auto", "build", "extend"):
-        raise ValueError(f"spec.training.overrides.vocabulary: want auto, build or extend, got {vocabulary!r}")
     model_config = overrides.get("modelConfig") or {}
-    if not isinstance(model_config, Mapping):
-        raise ValueError("spec.training.overrides.modelConfig: want a mapping of Wav2Vec2Config keys")
     batch_size = int(training.get("batchSize") or 8)
     settings = HFSettings(
         mode=peft.get("method", "none"),
@@ -156,6 +150,104 @@ def from_spec(spec: Mapping[str, Any], *, max_steps: int | None, model_dir: Path
     if settings.max_steps is None and settings.epochs is None:
         raise ValueError("spec.training.maxSteps: set maxSteps or epochs")
     return settings, model_source(spec, overrides, model_dir)
+
+
+# Wav2Vec2Config values a job may set (modelConfig, createBaseModel): probabilities and
+# dropouts are in [0, 1]; sizes and counts are positive integers.
+_PROBABILITY_SUFFIXES = ("dropout", "_prob", "layerdrop")
+_COUNT_KEYS = frozenset({
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "adapter_attn_dim", "vocab_size",
+    "mask_time_length", "mask_feature_length", "num_adapter_layers", "output_hidden_size",
+})
+_COUNT_LIST_KEYS = frozenset({"conv_dim", "conv_stride", "conv_kernel"})
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> None:
+    """Keys, types and ranges of every hf-ctc override; ValueError naming
+    `spec.training.overrides.<key>`. Torch-free: `speechtune validate` runs it."""
+    path = "spec.training.overrides"
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(f"{path}.{unknown[0]}: not an hf-ctc setting (known: {', '.join(OVERRIDE_KEYS)})")
+    for key in ("freezeFeatureEncoder", "gradientCheckpointing"):
+        if key in overrides:
+            _flag(overrides, key, False)
+    if "vocabulary" in overrides and overrides["vocabulary"] not in ("auto", "build", "extend"):
+        raise ValueError(f"{path}.vocabulary: want auto, build or extend, got {overrides['vocabulary']!r}")
+    for key in ("adapterLang", "extraCharacters"):
+        if key in overrides and not isinstance(overrides[key], str):
+            raise ValueError(f"{path}.{key}: want a string, got {overrides[key]!r}")
+    if "adapterLang" in overrides and not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})?", overrides["adapterLang"]):
+        raise ValueError(f"{path}.adapterLang: want a language code such as ben or eng, got {overrides['adapterLang']!r}")
+    _number(overrides, "weightDecay", minimum=0, integer=False)
+    _number(overrides, "evalBatchSize", minimum=1, integer=True)
+    _number(overrides, "numWorkers", minimum=0, integer=True, maximum=64)
+    if "modelConfig" in overrides and overrides["modelConfig"] is not None:
+        _check_config(overrides["modelConfig"], f"{path}.modelConfig")
+        shaped = sorted(set(overrides["modelConfig"]) & (_COUNT_KEYS | _COUNT_LIST_KEYS))
+        if shaped:
+            # from_pretrained with ignore_mismatched_sizes would re-initialise those weights.
+            raise ValueError(f"{path}.modelConfig.{shaped[0]}: changes the pretrained model's shape; "
+                             "set shapes in createBaseModel (a new model) instead")
+    create = overrides.get("createBaseModel")
+    if create is not None and create is not False:
+        if create is not True and not isinstance(create, Mapping):
+            raise ValueError(f"{path}.createBaseModel: want true or a mapping of Wav2Vec2Config keys")
+        if isinstance(create, Mapping):
+            _check_config(create, f"{path}.createBaseModel", base=TINY_BASE_MODEL)
+
+
+def _number(overrides: Mapping[str, Any], key: str, *, minimum: float, integer: bool,
+            maximum: float | None = None) -> None:
+    if key not in overrides:
+        return
+    value = overrides[key]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
+            or not math.isfinite(value)):
+        raise ValueError(f"spec.training.overrides.{key}: want {'an integer' if integer else 'a number'}, got {value!r}")
+    number = float(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f">= {minimum:g}" if maximum is None else f"in [{minimum:g}, {maximum:g}]"
+        raise ValueError(f"spec.training.overrides.{key}: must be {bound}, got {value!r}")
+
+
+def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = None) -> None:
+    """A mapping of Wav2Vec2Config keys with plain values in range; shapes are checked
+    together with `base`, the values it is laid over."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{path}: want a mapping of Wav2Vec2Config keys")
+    for key, value in config.items():
+        where = f"{path}.{key}"
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise ValueError(f"{where}: not a Wav2Vec2Config key")
+        if key.endswith(_PROBABILITY_SUFFIXES):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{where}: want a number in [0, 1], got {value!r}")
+        elif key in _COUNT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{where}: want a positive integer, got {value!r}")
+        elif key in _COUNT_LIST_KEYS:
+            if (not isinstance(value, list) or not value
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+                raise ValueError(f"{where}: want a list of positive integers, got {value!r}")
+    merged = {**(base or {}), **config}
+    lists = [merged[key] for key in sorted(_COUNT_LIST_KEYS) if key in merged]
+    if len({len(v) for v in lists}) > 1:
+        raise ValueError(f"{path}.conv_dim: conv_dim, conv_stride and conv_kernel need the same length")
+    hidden = merged.get("hidden_size")
+    for divisor in ("num_attention_heads", "num_conv_pos_embedding_groups"):
+        count = merged.get(divisor)
+        if isinstance(hidden, int) and isinstance(count, int) and count > 0 and hidden % count:
+            raise ValueError(f"{path}.hidden_size: {hidden} is not divisible by {divisor}={count}")
+
+
+def check_spec(spec: Mapping[str, Any]) -> list[str]:
+    """`SPEC_CHECKS` entry: the override catalogue, then the memory estimate."""
+    check_overrides(dict((spec.get("training") or {}).get("overrides") or {}))
+    from speechtune.engines import hf_memory  # torch-free
+
+    return hf_memory.check_spec(spec)
 
 
 def model_source(spec: Mapping[str, Any], overrides: Mapping[str, Any], model_dir: Path | None) -> ModelSource:

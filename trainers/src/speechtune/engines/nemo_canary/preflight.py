@@ -33,6 +33,8 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
         raise ValueError(
             "spec.training.overrides: unknown NeMo config key(s) " + ", ".join(repr(k) for k in unknown)
         )
+    for key, message in override_problems(overrides, nemo_config.base_config()):
+        raise ValueError(f"spec.training.overrides['{key}']: {message}")
     prompt_format = overrides.get("model.prompt_format", "canary2" if not from_checkpoint else None)
     if prompt_format is not None and prompt_format not in nemo_config.PROMPT_FORMATS:
         raise ValueError(
@@ -46,3 +48,87 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
     if training.get("precision") in ("bf16", "fp16"):
         notes.append(f"nemo-canary: precision {training['precision']} applies on GPU; CPU runs use fp32")
     return notes
+
+
+# Ranges by the last part of a dotted key, for keys whose value is a number; None: open.
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "label_smoothing": (0, 1), "num_workers": (0, 64), "n_layers": (0, 1024), "num_layers": (0, 1024),
+    "n_heads": (1, 1024), "num_attention_heads": (1, 1024), "d_model": (1, 65536),
+    "hidden_size": (1, 65536), "inner_size": (1, 262144), "features": (1, 1024),
+    "max_sequence_length": (1, 1_000_000), "subsampling_conv_channels": (1, 65536),
+    "subsampling_factor": (1, 64), "conv_kernel_size": (1, 1023), "min_duration": (0, None),
+    "max_duration": (0, None), "batch_size": (1, None), "batch_duration": (0, None),
+    "log_every_n_steps": (1, None), "sample_rate": (1, 384_000), "beam_size": (1, 1000),
+    "save_top_k": (-1, None), "lr": (0, None), "weight_decay": (0, None), "warmup_steps": (0, None),
+    "min_lr": (0, None), "num_buckets": (1, 10_000), "freq_masks": (0, 100), "time_masks": (0, 1000),
+    "freq_width": (0, 1024), "time_width": (0, None), "ff_expansion_factor": (1, 64),
+}
+
+
+def override_problems(overrides: Mapping[str, Any], config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dotted key, message) for override values whose type differs from the config's own
+    value there (an int where NeMo has an int, ...) or that are out of range. Keys the
+    base config does not have (a pretrained model's own) are checked when it is loaded."""
+    problems = []
+    for key, value in overrides.items():
+        found, default = _lookup(config, key.split("."))
+        if found:
+            message = _type_problem(key, value, default)
+            if message:
+                problems.append((key, message))
+                continue
+        message = _range_problem(key.rsplit(".", 1)[-1], value)
+        if message:
+            problems.append((key, message))
+    return problems
+
+
+def _lookup(tree: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+# Sections NeMo builds only when present: null switches them off.
+_NULLABLE = ("model.spec_augment",)
+
+
+def _type_problem(key: str, value: Any, default: Any) -> str | None:
+    if default is None:
+        return None  # NeMo's null: any value
+    if value is None:
+        return None if key in _NULLABLE else f"must not be null (NeMo's default is {default!r})"
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, Mapping)
+    else:
+        ok = isinstance(value, list)
+    if ok:
+        return None
+    want = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    return f"want {want.get(type(default), 'a mapping')} (as NeMo's {default!r}), got {value!r}"
+
+
+def _range_problem(leaf: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, high = _RANGES.get(leaf, (None, None)) if not _is_dropout(leaf) else (0, 1)
+    if low is None:
+        return None
+    if value < low or (high is not None and value > high):
+        return f"must be {'at least ' + format(low, 'g') if high is None else f'in [{low:g}, {high:g}]'}, got {value!r}"
+    return None
+
+
+def _is_dropout(leaf: str) -> bool:
+    return leaf.startswith("dropout") or leaf.endswith("dropout")

@@ -5,6 +5,7 @@ Imports no torch: `speechtune validate` runs `check_spec` on machines without it
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 TOKENIZERS = ("char", "spm")
@@ -49,9 +50,22 @@ class TrainSettings:
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSettings)}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
+# Numeric overrides and their ranges; mask widths start at 2 because SpeechBrain's
+# SpectrogramDrop draws a width from [1, width) and fails on an empty range ([low, high]; None: no upper bound). The upper bounds
+# keep a typo (d_model: 25600) from allocating a model that cannot exist on any machine.
+RANGES: dict[str, tuple[float, float | None]] = {
+    "n_mels": (1, 512), "num_layers": (1, 128), "d_model": (1, 8192), "nhead": (1, 256),
+    "d_ffn": (1, 65536), "kernel_size": (1, 255), "dropout": (0, 1), "frontend_channels": (2, 4096),
+    "spm_vocab_size": (4, 1_000_000), "min_lr_ratio": (0, 1), "weight_decay": (0, None),
+    "time_masks": (0, 100), "time_mask_width": (2, 10_000), "freq_masks": (0, 100),
+    "freq_mask_width": (2, 512), "beam_size": (1, 1000), "log_interval": (1, None),
+    "nan_after_step": (0, None),
+}
+
 
 def _coerce(cls: type, values: Mapping[str, Any], path: str) -> Any:
     defaults = cls()
+    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         default = getattr(defaults, key)
@@ -64,8 +78,9 @@ def _coerce(cls: type, values: Mapping[str, Any], path: str) -> Any:
             expected = (int, float)
         elif isinstance(default, str):
             expected = (str,)
-        else:  # optional fields: None or their own type
-            expected = (str, int, type(None))
+        else:  # optional fields ("str | None"): None or their own type
+            hint = str(field_types[key])
+            expected = ((str,) if hint.startswith("str") else (int,)) + (type(None),)
         if isinstance(value, bool) and bool not in expected:
             expected = ()
         if not isinstance(value, expected):
@@ -96,15 +111,31 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
         raise ValueError(f"{path}.lr_schedule: {train.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     if train.batching not in BATCHING:
         raise ValueError(f"{path}.batching: {train.batching!r} is not one of {', '.join(BATCHING)}")
+    for name, (low, high) in RANGES.items():
+        value = getattr(model, name) if name in _MODEL_KEYS else getattr(train, name)
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"at least {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise ValueError(f"{path}.{name}: must be {bound}, got {value}")
     if model.d_model % model.nhead:
         raise ValueError(f"{path}.d_model: {model.d_model} is not divisible by nhead={model.nhead}")
-    positive = {name: getattr(model, name) for name in ("num_layers", "d_model", "nhead", "d_ffn", "n_mels")}
-    positive.update(frontend_channels=model.frontend_channels, beam_size=train.beam_size)
-    for name, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{path}.{name}: must be at least 1, got {value}")
-    if not 0.0 <= model.dropout < 1.0:
+    if model.dropout >= 1.0:
         raise ValueError(f"{path}.dropout: must be in [0, 1), got {model.dropout}")
+    if model.kernel_size % 2 == 0:
+        # The Conformer's depthwise convolution pads (k - 1) // 2 per side: an even kernel
+        # shortens every sequence by one frame and the residual sum fails at the first step.
+        raise ValueError(f"{path}.kernel_size: must be odd, got {model.kernel_size}")
+    if train.freq_masks and train.freq_mask_width > model.n_mels:
+        raise ValueError(f"{path}.freq_mask_width: {train.freq_mask_width} is wider than n_mels={model.n_mels}")
+    if model.spm_model is not None:
+        if model.tokenizer != "spm":
+            raise ValueError(f"{path}.spm_model: needs tokenizer: spm")
+        if not isinstance(model.spm_model, str) or not model.spm_model:
+            raise ValueError(f"{path}.spm_model: want a path to a SentencePiece .model file")
+        parts = model.spm_model.split("/")
+        if ".." in parts or "\0" in model.spm_model:
+            raise ValueError(f"{path}.spm_model: must not contain '..' segments (it would leave the volume)")
 
 
 def check_spec(spec: Mapping[str, Any]) -> list[str]:
