@@ -238,3 +238,13 @@ def test_every_example_passes_check_without_importing_torch() -> None:
 def test_validate_prints_ok_for_a_good_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["validate", str(REPO / "examples" / "demo.yaml")]) == 0
     assert "ok (speechbrain-ctc, demo)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--run-id", "../../etc"], ["--run-id", "/abs"]])
+def test_run_refuses_an_escaping_run_id_before_anything(flag: list[str], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", str(REPO / "examples" / "demo.yaml"), "--volume", f"demo-data={tmp_path}",
+                     "--volume", f"demo-runs={tmp_path / 'runs'}", *flag])
+    err = capsys.readouterr().err
+    assert code == 2 and "--run-id" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))

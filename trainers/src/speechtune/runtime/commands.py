@@ -82,6 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         job = specs.load(args.job)
+        if args.run_id is not None:
+            specs.check_run_id(args.run_id)
         mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
     except ValueError as error:
         return _fail(str(error))
@@ -99,6 +101,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         job = specs.load(args.job)
+        specs.check_pod_paths(job.spec, source=job.source)
+        if args.run_id is not None:
+            specs.check_run_id(args.run_id)
     except ValueError as error:
         return _fail(str(error))
     gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))

@@ -100,7 +100,9 @@ def choose_run_id(job: specs.Job, mounts: volumes.Mounts, options: Options,
     """--run-id, else SPEECHTUNE_RUN_ID (pods), else with output.resume the newest
     unfinished local run of this job, else a new timestamp."""
     if options.run_id:
-        return options.run_id
+        return specs.check_run_id(options.run_id)
+    if environ.get(rundir.RUN_ID_ENV):
+        specs.check_run_id(environ[rundir.RUN_ID_ENV], field=rundir.RUN_ID_ENV)
     if rundir.RUN_ID_ENV not in environ and (job.spec.get("output") or {}).get("resume", True):
         previous = rundir.unfinished_run(mounts.output, job.name)
         if previous:
