@@ -54,7 +54,8 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     import torch
 
     from speechtune.engines import base
-    from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints
+    from speechtune.engines.hf_ctc import HFCTCEngine
+    from speechtune.engines.kit import checkpoints as kit_checkpoints
 
     torch.set_num_threads(1)
     spec = {
@@ -80,7 +81,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     result = engine.train(ctx)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     timed = reporter.steps[WARMUP_STEPS:]
-    newest = checkpoints.newest(ctx.checkpoint_dir)
+    newest = kit_checkpoints.Store(ctx.checkpoint_dir, keep_top_k=1, writer=False).newest()
     return {
         "mode": mode,
         "trainable": result.extra["trainable_parameters"],
@@ -88,7 +89,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
         "audio_s_per_s": sum(s["audio_seconds"] for s in timed) / sum(s["step_seconds"] for s in timed),
         "peak_rss_mib": peak / 2**20,
         "training_mib": max(0, peak - loaded) / 2**20,
-        "checkpoint_kib": (newest / checkpoints.WEIGHTS).stat().st_size / 1024 if newest else 0.0,
+        "checkpoint_kib": (newest.path / kit_checkpoints.WEIGHTS).stat().st_size / 1024 if newest else 0.0,
         "final_loss": result.train_loss,
     }
 

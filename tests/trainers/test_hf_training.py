@@ -30,6 +30,7 @@ from speechtune import spec as specs
 from speechtune.data import normalize, synth
 from speechtune.engines import base
 from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints, modelling
+from speechtune.engines.kit import checkpoints as kit_checkpoints
 from speechtune.runtime import evaluation, session, volumes
 
 pytestmark = pytest.mark.training
@@ -183,8 +184,7 @@ def test_adapter_file_reloads_with_target_lang(adapters_run: dict[str, Any]) -> 
     with torch.no_grad():
         assert torch.allclose(reloaded(audio).logits, trained(audio).logits, atol=1e-5)
     # Checkpoints hold the trainable weights only: adapters and head, not the whole model.
-    newest = checkpoints.newest(adapters_run["ctx"].checkpoint_dir)
-    assert newest is not None
+    newest = saved(adapters_run["ctx"].checkpoint_dir)[-1]
     assert set(safetensors.torch.load_file(str(newest / checkpoints.WEIGHTS))) == set(adapter)
 
 
@@ -246,7 +246,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path: Path, pretrained: Pretrai
     stop = threading.Event()
     first, _ = trained(tmp_path / "killed", RecordingReporter(stop=stop, stop_at=6), stop)
     assert first.stopped_early and first.steps == 6
-    assert checkpoints.newest(tmp_path / "killed" / "checkpoints").name == "step-00000006"
+    assert saved(tmp_path / "killed" / "checkpoints")[-1].name == "step-00000006"
     again = RecordingReporter()
     second, resumed = trained(tmp_path / "killed", again)
     assert not second.stopped_early and second.steps == 12
@@ -263,7 +263,7 @@ def test_non_finite_loss_propagates_without_saving(tmp_path: Path, pretrained: P
     engine.prepare(ctx)
     with pytest.raises(base.NonFiniteLoss):
         engine.train(ctx)
-    assert [p.name for p in checkpoints.listed(ctx.checkpoint_dir)] == ["step-00000002"]
+    assert [p.name for p in saved(ctx.checkpoint_dir)] == ["step-00000002"]
 
 
 def test_tiny_mms_example_runs_with_speechtune_run(tmp_path: Path, banglish: Path) -> None:
@@ -358,7 +358,12 @@ def test_two_process_ddp_keeps_ranks_in_step(tmp_path: Path, pretrained: Pretrai
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"steps": 4, "reported": 4}
-    assert [p.name for p in checkpoints.listed(tmp_path / "run" / "checkpoints")] == ["step-00000002", "step-00000004"]
+    assert [p.name for p in saved(tmp_path / "run" / "checkpoints")] == ["step-00000002", "step-00000004"]
+
+
+def saved(checkpoint_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (read without touching the folder)."""
+    return [c.path for c in kit_checkpoints.Store(checkpoint_dir, keep_top_k=1, writer=False).listed()]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -123,7 +123,7 @@ def test_learns_writes_the_run_folder_and_serves_metrics(data: Path, tmp_path: P
     assert outcome.run_folder.parent == tmp_path / "runs" / "learns"
     for name in ("metrics.json", "model_card.json", "train_log.txt", "decode.jsonl", "job.yaml"):
         assert (outcome.run_folder / name).is_file(), name
-    assert list((outcome.run_folder / "checkpoints").glob("CKPT+*"))
+    assert list((outcome.run_folder / "checkpoints").glob("step-*"))
     assert metrics["steps"] == 160 and metrics["timings"]["train_seconds"] > 0
     assert metrics["padding_ratio_mean"] is not None and metrics["peak_memory_mb"]["rss"] > 0
     decoded = [json.loads(line) for line in (outcome.run_folder / "decode.jsonl").read_text().splitlines()]
@@ -150,8 +150,8 @@ def test_nan_loss_stops_with_a_reason_and_keeps_the_last_good_checkpoint(data: P
     outcome = run_in_process(document, data, tmp_path / "runs")
     assert outcome.status == "failed" and outcome.exit_code == session.EXIT_FAILED
     assert "nan at step 5" in str(outcome.reason)
-    checkpoints = sorted(p.name for p in (outcome.run_folder / "checkpoints").glob("CKPT+*"))
-    assert checkpoints[-1] == "CKPT+step00000004"  # nothing was saved after the bad step
+    checkpoints = sorted(p.name for p in (outcome.run_folder / "checkpoints").glob("step-*"))
+    assert checkpoints[-1] == "step-00000004"  # nothing was saved after the bad step
     metrics = json.loads((outcome.run_folder / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "nan at step 5" in metrics["reason"]
     assert "nan at step 5" in (outcome.run_folder / "train_log.txt").read_text()
@@ -181,16 +181,17 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(data: Path, tmp_path
     runs = tmp_path / "runs"
     checkpoints = runs / "tiny" / "fixed" / "checkpoints"
     first = speechtune(job, data, runs)
-    wait_for(lambda: (checkpoints / "CKPT+step00000006" / "CKPT.yaml").exists(), first, "the step-6 checkpoint")
+    wait_for(lambda: (checkpoints / "step-00000006").exists(), first, "the step-6 checkpoint")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
-    killed_at = max(int(p.name.removeprefix("CKPT+step")) for p in checkpoints.glob("CKPT+step*")
-                    if (p / "CKPT.yaml").exists())
+    killed_at = max(int(p.name.removeprefix("step-")) for p in checkpoints.glob("step-*"))
+    (checkpoints / f"step-{killed_at + 3:08d}").mkdir()  # what an in-place writer leaves when killed
 
     second = speechtune(job, data, runs)
     output, _ = second.communicate(timeout=900)
     assert second.returncode == 0, output[-3000:]
     assert f"at step {killed_at}" in output and "resumed from" in output
+    assert f"skipping step-{killed_at + 3:08d}" in output  # named, then the previous one was used
     metrics = json.loads((runs / "tiny" / "fixed" / "metrics.json").read_text())
     assert metrics["steps"] == 12
     first_step_after_resume = metrics["loss_curve"][0][0]
@@ -206,8 +207,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_retryable(data: Path, tmp_path: Pa
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == session.EXIT_STOPPED, output[-3000:]
-    saved = list((runs / "tiny" / "fixed" / "checkpoints").glob("CKPT+step*"))
-    assert len(saved) == 1 and int(saved[0].name.removeprefix("CKPT+step")) >= 10
+    saved = list((runs / "tiny" / "fixed" / "checkpoints").glob("step-*"))
+    assert len(saved) == 1 and int(saved[0].name.removeprefix("step-")) >= 10
     metrics = json.loads((runs / "tiny" / "fixed" / "metrics.json").read_text())
     assert metrics["status"] == "stopped"
 
@@ -227,8 +228,8 @@ def test_sweep_runs_each_grid_point_and_appends_one_row_each(data: Path, tmp_pat
 
 
 def test_two_processes_under_torchrun_train_one_run(data: Path, tmp_path: Path) -> None:
-    """The multi-GPU path (DDP, rank-0 reporting, checkpoints through SpeechBrain's
-    barriers, agreed stop/NaN) on two CPU processes with the gloo backend."""
+    """The multi-GPU path (DDP, rank-0 reporting, rank-0 checkpoints,
+    agreed stop/NaN) on two CPU processes with the gloo backend."""
     job = write_job(tmp_path, job_document(max_steps=4, val_every=2, limitValBatches=1, warmupSteps=1))
     runs = tmp_path / "runs"
     env = {**os.environ, "SPEECHTUNE_METRICS_PORT": "0", "SPEECHTUNE_RUN_ID": "ddp"}
@@ -240,5 +241,5 @@ def test_two_processes_under_torchrun_train_one_run(data: Path, tmp_path: Path) 
     metrics = json.loads((runs / "tiny" / "ddp" / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["steps"] == 4
     assert metrics["flags"]["world_size"] == 2
-    assert sorted(p.name for p in (runs / "tiny" / "ddp" / "checkpoints").glob("CKPT+*")) == [
-        "CKPT+step00000002", "CKPT+step00000004"]
+    assert sorted(p.name for p in (runs / "tiny" / "ddp" / "checkpoints").glob("step-*")) == [
+        "step-00000002", "step-00000004"]

@@ -191,12 +191,12 @@ def test_eval_finds_the_run_and_its_export(tmp_path: Path) -> None:
     from speechtune.runtime import evaluation
 
     run = tmp_path / "runs" / "job" / "20260101_000000"
-    (run / "checkpoints" / "CKPT+step00000010").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000010").mkdir(parents=True)
     (run / "job.yaml").write_text("{}")
     (run / "model.nemo").write_text("x")
     (run / "metrics.json").write_text(json.dumps({"model_export": str(run / "model.nemo")}))
     assert evaluation.find_run(run) == (run, run / "model.nemo")
-    checkpoint = run / "checkpoints" / "CKPT+step00000010"
+    checkpoint = run / "checkpoints" / "step-00000010"
     assert evaluation.find_run(checkpoint) == (run, checkpoint)
     with pytest.raises(ValueError, match="no job.yaml"):
         evaluation.find_run(tmp_path)
@@ -230,7 +230,7 @@ def test_local_resume_picks_the_newest_unfinished_run(tmp_path: Path) -> None:
     def make(name: str, status: str | None, mtime: int, checkpoint: bool = True) -> None:
         folder = rundir.create(tmp_path, "job", name)
         if checkpoint:
-            (folder.checkpoints / "CKPT+step00000002").mkdir()
+            (folder.checkpoints / "step-00000002").mkdir()
         if status:
             folder.metrics_json.write_text(json.dumps({"status": status}))
         os.utime(folder.path, (mtime, mtime))

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from speechtune.engines.kit import layout
+
 RUN_ID_ENV = "SPEECHTUNE_RUN_ID"
 
 
@@ -56,7 +58,7 @@ def unfinished_run(output: Path, job: str) -> str | None:
         status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
         if status == "succeeded":
             return None  # the newest run finished: start a new one
-        if any((folder / "checkpoints").glob("CKPT+*")):
+        if layout.has_checkpoints(folder / "checkpoints"):
             return folder.name
     return None
 

@@ -115,14 +115,16 @@ class HFCTCEngine:
             train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
             collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=autocast,
             total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,
+            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, rank=ctx.rank,
+                                          log=ctx.reporter.log),
         )
         loop.batches_per_epoch = len(loop_mod.epoch_batches(loop, 0))
         loop.total_steps = loop_mod.total_steps(hf, loop.batches_per_epoch)
         loop.scheduler = transformers.get_linear_schedule_with_warmup(optimizer, hf.warmup_steps, loop.total_steps)
-        newest = checkpoints.newest(ctx.checkpoint_dir) if ctx.resume else None
-        if newest is not None:
-            loop.state = checkpoints.load(newest, model=trainable, optimizers=loop.optimizers())
-            ctx.reporter.log(f"hf-ctc: resumed from {newest} (step {loop.state.step})")
+        restored = loop.store.restore_newest() if ctx.resume else None
+        if restored is not None:
+            loop.state = checkpoints.load(restored, model=trainable, optimizers=loop.optimizers())
+            ctx.reporter.log(f"hf-ctc: resumed from {restored.checkpoint.path} (step {loop.state.step})")
         if ctx.world_size > 1:
             loop.model = distributed(trainable, device)
         ctx.reporter.set_max_steps(loop.total_steps)
@@ -133,18 +135,18 @@ class HFCTCEngine:
         stopped = loop_mod.run(loop, ctx)
         if loop.world_size > 1:  # rank 0 may still be writing the last checkpoint
             torch.distributed.barrier()
-        best = checkpoints.best(ctx.checkpoint_dir)
-        if not stopped and best is not None and checkpoints.state_of(best).step != loop.state.step:
+        best = loop.store.best()
+        if not stopped and best is not None and best.step != loop.state.step:
             # Like load_best_model_at_end: evaluate and export the best validated weights.
-            checkpoints.load(best, model=modelling.unwrap_ddp(loop.model), optimizers=None)
-            ctx.reporter.log(f"hf-ctc: restored the best checkpoint {best.name} for evaluation and export")
+            checkpoints.load(loop.store.restore(best), model=modelling.unwrap_ddp(loop.model), optimizers=None)
+            ctx.reporter.log(f"hf-ctc: restored the best checkpoint {best.path.name} for evaluation and export")
         steps_per_epoch = max(1, -(-loop.batches_per_epoch // loop.hf.grad_accumulation))
         return base.TrainResult(
             steps=loop.state.step,
             epochs=loop.state.epoch + loop.state.batch_in_epoch / max(1, loop.batches_per_epoch),
             train_loss=loop.state.train_loss,
             val_loss=loop.state.val_loss,
-            best_checkpoint=best,
+            best_checkpoint=best.path if best else None,
             stopped_early=stopped,
             extra={**self._facts, "steps_per_epoch": steps_per_epoch},
         )

@@ -24,6 +24,7 @@ from speechtune.engines.hf_ctc import checkpoints
 from speechtune.engines.hf_ctc import decoding
 from speechtune.engines.hf_ctc import modelling
 from speechtune.engines.hf_ctc import settings as settings_mod
+from speechtune.engines.kit import checkpoints as kit_checkpoints
 
 
 @dataclasses.dataclass
@@ -42,6 +43,7 @@ class Loop:
     autocast: Callable[[], ContextManager[Any]]
     total_steps: int
     batches_per_epoch: int
+    store: kit_checkpoints.Store
     world_size: int = 1
     rank: int = 0
     state: checkpoints.LoopState = dataclasses.field(default_factory=checkpoints.LoopState)
@@ -156,12 +158,10 @@ def validate_and_save(loop: Loop, ctx: base.RunContext) -> None:
 
 
 def save(loop: Loop, ctx: base.RunContext) -> Path | None:
-    """Rank 0 writes the checkpoint and prunes to saveTopK; other ranks hold nothing."""
-    if loop.rank != 0:
-        return None
-    path = checkpoints.save(ctx.checkpoint_dir, model=modelling.unwrap_ddp(loop.model), optimizers=loop.optimizers(), state=loop.state)
-    checkpoints.prune(ctx.checkpoint_dir, keep_top_k=loop.hf.save_top_k)
-    return path
+    """Every rank checks the weights (a NaN stops all ranks alike); rank 0 writes the
+    checkpoint and prunes to saveTopK."""
+    return checkpoints.save(loop.store, model=modelling.unwrap_ddp(loop.model), optimizers=loop.optimizers(),
+                            state=loop.state)
 
 
 def no_autocast() -> ContextManager[Any]:

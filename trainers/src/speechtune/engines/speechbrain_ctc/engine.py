@@ -1,8 +1,10 @@
 """SpeechBrainCTCEngine: prepare -> train -> evaluate -> export for speechbrain-ctc.
 
 The training loop is a plain PyTorch loop over SpeechBrain modules (features, Conformer,
-CTC loss, decoders, Checkpointer) rather than `sb.Brain`, because the runtime owns what
-Brain would otherwise do (logging, stop signals, metrics, scoring)."""
+CTC loss, decoders) rather than `sb.Brain`, because the runtime owns what Brain would
+otherwise do (logging, stop signals, metrics, scoring); checkpoints are the engines'
+shared store (engines/kit/checkpoints.py), not SpeechBrain's Checkpointer, which writes
+in place."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from speechbrain.nnet import losses
-from speechbrain.utils import checkpoints, metric_stats
+from speechbrain.utils import metric_stats
 
 from speechtune.data import manifest, normalize
 from speechtune.engines import base
 from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, schedule, settings
+from speechtune.engines.kit import checkpoints, layout
 from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
 
 HPARAMS_FILE = "hyperparams.json"
@@ -30,23 +33,14 @@ EVAL_BATCH_SECONDS = 120.0
 LOSS_WINDOW = 20  # steps averaged into TrainResult.train_loss
 
 
-@checkpoints.register_checkpoint_hooks
+@dataclasses.dataclass
 class Progress:
     """Where training stands: saved in every checkpoint, so a restart continues at the
     same optimizer step and the same batch of the same epoch."""
 
-    def __init__(self) -> None:
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0  # batches of `epoch` already consumed
-
-    @checkpoints.mark_as_saver
-    def _save(self, path: Path) -> None:
-        path.write_text(json.dumps(vars(self)))
-
-    @checkpoints.mark_as_loader
-    def _load(self, path: Path, end_of_epoch: bool = False) -> None:
-        vars(self).update(json.loads(Path(path).read_text()))
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
 
 
 class SpeechBrainCTCEngine:
@@ -55,9 +49,10 @@ class SpeechBrainCTCEngine:
         init_dir = self._init_dir(ctx)
         self._build_model(ctx, init_dir)  # 2. tokenizer, network, starting weights, LoRA
         self._build_optimisation(ctx)  # 3. optimizer, precision, schedule length, checkpointer
-        if ctx.resume and self.checkpointer.find_checkpoint() is not None:  # 4. resume
-            checkpoint = self.checkpointer.recover_if_possible()  # the newest one
-            ctx.reporter.log(f"resumed from {checkpoint.path} at step {self.progress.step}")
+        restored = self.store.restore_newest() if ctx.resume else None  # 4. resume
+        if restored is not None:
+            self._restore(restored)
+            ctx.reporter.log(f"resumed from {restored.checkpoint.path} at step {self.progress.step}")
         if self.net.normalize.count == 0:
             self._init_cmvn()
         self.ddp: torch.nn.Module = _distributed(self.net, self.device) if ctx.world_size > 1 else self.net
@@ -108,12 +103,20 @@ class SpeechBrainCTCEngine:
         self.progress = Progress()
         self.max_steps = self._max_steps(ctx)
         ctx.reporter.set_max_steps(self.max_steps)
-        recoverables: dict[str, Any] = {"model": self.net, "normalizer": self.net.normalize,
-                                        "optimizer": self.optimizer, "progress": self.progress}
-        if self.scaler.is_enabled():
-            recoverables["scaler"] = self.scaler
-        self.checkpointer = checkpoints.Checkpointer(ctx.checkpoint_dir, recoverables=recoverables)
-        self._write_model_files(ctx.checkpoint_dir)
+        keep = int((ctx.spec.get("output") or {}).get("saveTopK", 5))
+        self.store = checkpoints.Store(ctx.checkpoint_dir, keep_top_k=keep, key="wer", writer=ctx.rank == 0,
+                                       log=ctx.reporter.log)
+        if ctx.rank == 0:
+            self._write_model_files(ctx.checkpoint_dir)
+
+    def _restore(self, restored: checkpoints.Restored) -> None:
+        self.net.load_state_dict(restored.weights)
+        self.optimizer.load_state_dict(restored.states["optimizer"])
+        if self.scaler.is_enabled() and "scaler" in restored.states:
+            self.scaler.load_state_dict(restored.states["scaler"])
+        _load_normalizer(self.net, restored.states["normalizer"], self.device)
+        checkpoints.set_rng_states(restored.states["rng"])
+        self.progress = Progress(**restored.checkpoint.state)
 
     # -- preparation helpers -------------------------------------------------------------
 
@@ -133,7 +136,7 @@ class SpeechBrainCTCEngine:
 
     def _tokenizer(self, ctx: base.RunContext, init_dir: Path | None) -> tokenizers.Tokenizer:
         # A resumed run keeps its own tokenizer; a started-from model brings its tokenizer.
-        resumed = ctx.checkpoint_dir if ctx.resume and any(ctx.checkpoint_dir.glob("CKPT+*")) else None
+        resumed = ctx.checkpoint_dir if ctx.resume and layout.has_checkpoints(ctx.checkpoint_dir) else None
         for folder in (resumed, init_dir, init_dir.parent if init_dir else None):
             if folder is not None and (folder / "tokenizer.json").exists():
                 return tokenizers.load(folder)
@@ -230,7 +233,7 @@ class SpeechBrainCTCEngine:
                 if step % val_interval == 0 or step >= self.max_steps:
                     val_loss = self._validate(ctx, step)
                 if ctx.stop.is_set():
-                    self._save(ctx, meta={"wer": math.inf})
+                    self._save(ctx, metrics={})
                     ctx.reporter.log(f"stop requested: checkpoint saved at step {step}")
                     stopped = True
                     break
@@ -239,7 +242,7 @@ class SpeechBrainCTCEngine:
             else:
                 self.progress.epoch += 1
                 self.progress.batch_in_epoch = 0
-        best = self.checkpointer.find_checkpoint(min_key="wer")
+        best = self.store.best()
         return base.TrainResult(
             steps=self.progress.step, epochs=self.progress.epoch + self.progress.batch_in_epoch / max(
                 1, len(self._epoch_batches(self.progress.epoch, ctx))),
@@ -309,16 +312,17 @@ class SpeechBrainCTCEngine:
         wer = wer_stats.summarize("error_rate") / 100.0  # ErrorRateStats reports percent
         cer = cer_stats.summarize("error_rate") / 100.0
         ctx.reporter.validation(step=step, val_loss=val_loss, wer=wer, cer=cer)
-        self._save(ctx, meta={"wer": wer, "val_loss": val_loss})
+        self._save(ctx, metrics={"wer": wer, "cer": cer, "val_loss": val_loss})
         return val_loss
 
-    def _save(self, ctx: base.RunContext, *, meta: Mapping[str, float]) -> None:
-        # Every rank calls this: SpeechBrain's Checkpointer writes on the main process only
-        # and holds the others at a barrier until the files exist.
-        keep = int((ctx.spec.get("output") or {}).get("saveTopK", 5))
-        self.checkpointer.save_and_keep_only(
-            meta={"step": self.progress.step, **meta}, name=f"step{self.progress.step:08d}",
-            num_to_keep=keep, min_keys=["wer"], keep_recent=True, end_of_epoch=False)
+    def _save(self, ctx: base.RunContext, *, metrics: Mapping[str, float]) -> None:
+        # Every rank calls this: all refuse non-finite weights together, rank 0 writes.
+        states: dict[str, Any] = {"optimizer": self.optimizer.state_dict(),
+                                  "normalizer": self.net.normalize._statistics_dict()}
+        if self.scaler.is_enabled():
+            states["scaler"] = self.scaler.state_dict()
+        self.store.save(step=self.progress.step, weights=self.net.state_dict(), states=states,
+                        state=dataclasses.asdict(self.progress), metrics=metrics)
 
     def _decode_batches(self, utts: Sequence[manifest.Utterance], *, limit: int | None = None
                         ) -> Iterator[tuple[audio.Batch, torch.Tensor, torch.Tensor]]:
@@ -364,17 +368,17 @@ class SpeechBrainCTCEngine:
         folder = ctx.run_dir / "model"
         self._write_model_files(folder)
         torch.save(self.net.state_dict(), folder / MODEL_FILE)
-        self.net.normalize._save(folder / NORMALIZER_FILE)
+        torch.save(self.net.normalize._statistics_dict(), folder / NORMALIZER_FILE)
         return folder
 
 
 def _checkpoint_folder(path: Path) -> Path:
-    """An exported model folder, a `CKPT+...` folder, or a checkpoints/ folder (its best)."""
-    if (path / MODEL_FILE).exists():
+    """An exported model folder, a `step-<N>` checkpoint, or a checkpoints/ folder (its newest)."""
+    if (path / MODEL_FILE).exists() or (path / checkpoints.WEIGHTS).exists():
         return path
-    candidates = sorted(path.glob("CKPT+*/" + MODEL_FILE))
+    candidates = checkpoints.Store(path, keep_top_k=1, writer=False).listed()
     if candidates:
-        return candidates[-1].parent
+        return candidates[-1].path
     raise ValueError(f"spec.model.path: {path} holds no {MODEL_FILE} (want a speechtune/SpeechBrain "
                      "checkpoint folder)")
 
@@ -389,7 +393,7 @@ def _saved_model_settings(folder: Path, requested: settings.ModelSettings) -> se
 def _load_weights(net: model.ConformerCTC, folder: Path, init: Mapping[str, Any]) -> None:
     """Loads the parameters selected by spec.model.init (name prefixes); a CTC head of
     another vocabulary size is skipped, so a new tokenizer gets a fresh head."""
-    saved = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    saved, normalizer = _read_model_folder(folder)
     include, exclude = tuple(init.get("include") or ()), tuple(init.get("exclude") or ())
     own = net.state_dict()
     selected = {
@@ -398,8 +402,23 @@ def _load_weights(net: model.ConformerCTC, folder: Path, init: Mapping[str, Any]
         and name in own and own[name].shape == value.shape
     }
     net.load_state_dict(selected, strict=False)
-    if (folder / NORMALIZER_FILE).exists():
-        net.normalize._load(folder / NORMALIZER_FILE)
+    if normalizer is not None:
+        _load_normalizer(net, normalizer, torch.device("cpu"))
+
+
+def _read_model_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(weights, CMVN statistics) of an exported folder or a training checkpoint."""
+    if (folder / checkpoints.WEIGHTS).exists():
+        restored = checkpoints.Store(folder.parent, keep_top_k=1, writer=False).restore(folder)
+        return restored.weights, restored.states.get("normalizer")
+    saved = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    stats = folder / NORMALIZER_FILE
+    return saved, torch.load(stats, map_location="cpu", weights_only=True) if stats.exists() else None
+
+
+def _load_normalizer(net: model.ConformerCTC, stats: Mapping[str, Any], device: torch.device) -> None:
+    net.normalize._load_statistics_dict(
+        {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in stats.items()})
 
 
 def _autocast_dtype(precision: str, device: torch.device, ctx: base.RunContext) -> torch.dtype | None:
