@@ -97,12 +97,16 @@ class OperatorProcess:
                  verbose: bool = True):
         self.metrics_port = free_port()
         self.health_port = free_port()
+        # kwok's pods have IPs but no network: the operator's test-only setting scrapes
+        # 127.0.0.1 instead, on the pods' container port named metrics (this free port).
+        self.trainer_metrics_port = free_port()
         self.log = log
         self._args = [sys.executable, "-m", "speechtune_operator.main", "--standalone", "--namespace", namespace,
                       f"--liveness=http://127.0.0.1:{self.health_port}/healthz"] + (["--verbose"] if verbose else [])
         self._env = {**os.environ, "KUBECONFIG": str(kubeconfig),
                      "SPEECHTUNE_OPERATOR_METRICS_PORT": str(self.metrics_port),
-                     "SPEECHTUNE_SCRAPE_INTERVAL": "1", **(extra_env or {})}
+                     "SPEECHTUNE_SCRAPE_INTERVAL": "1", "SPEECHTUNE_TEST_SCRAPE_HOST": "127.0.0.1",
+                     "SPEECHTUNE_TRAINER_METRICS_PORT": str(self.trainer_metrics_port), **(extra_env or {})}
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "OperatorProcess":

@@ -102,8 +102,9 @@ def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it
 
 
 @contextlib.contextmanager
-def trainer_metrics(job: str, namespace: str) -> Iterator[str]:
-    """A real Prometheus endpoint with the trainer's metric names, standing in for rank 0."""
+def trainer_metrics(job: str, namespace: str, port: int) -> Iterator[str]:
+    """A real Prometheus endpoint with the trainer's metric names, standing in for rank 0 on
+    the port the operator reads from the master pod (it connects to 127.0.0.1 in tests)."""
     registry = prometheus_client.CollectorRegistry()
     labels = {"finetunejob": job, "namespace": namespace, "engine": "speechbrain-ctc"}
 
@@ -119,7 +120,7 @@ def trainer_metrics(job: str, namespace: str) -> Iterator[str]:
     histogram = prometheus_client.Histogram("speechtune_step_duration_seconds", "s", list(labels), registry=registry)
     for _ in range(120):
         histogram.labels(**labels).observe(0.25)
-    server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+    server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         yield f"http://127.0.0.1:{server.server_port}/metrics"
     finally:
@@ -127,11 +128,11 @@ def trainer_metrics(job: str, namespace: str) -> Iterator[str]:
         thread.join()
 
 
-def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(k: Cluster) -> None:
+def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(
+        k: Cluster, operator: ftj_cluster.OperatorProcess) -> None:
     name = "sb-conformer-atc0-lora"
     body = ftj_cluster.example("speechbrain-atc0")
-    with trainer_metrics(name, k.ns) as url:
-        body["metadata"]["annotations"] = {"speechtune.dev/metrics-url": url}
+    with trainer_metrics(name, k.ns, operator.trainer_metrics_port):
         k.apply(body)
         wait_for(lambda: k.running_pods(name, 1), timeout=180, what="the master pod running")
         status = wait_for(lambda: k.status(name).get("progress", {}).get("etaSeconds") is not None and k.status(name),

@@ -44,7 +44,6 @@ LABEL_JOB = "speechtune.dev/finetunejob"
 LABEL_ENGINE = "speechtune.dev/engine"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-ANNOTATION_METRICS_URL = "speechtune.dev/metrics-url"
 MANAGER = "speechtune-operator"
 
 JOB_FILE_DIR = "/etc/speechtune"

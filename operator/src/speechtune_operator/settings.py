@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from typing import Any, Mapping, Sequence
 
@@ -60,12 +61,15 @@ class Settings:
         15.0, "Seconds between scrapes of a running job's master pod /metrics.",
         "SPEECHTUNE_SCRAPE_INTERVAL")
     scrape_timeout: float = _setting(
-        3.0, "Timeout of one scrape, in seconds.", "SPEECHTUNE_SCRAPE_TIMEOUT")
-    scrape_url: str = _setting(
-        "http://{pod_ip}:{port}/metrics",
-        "Template of the scrape URL ({pod_ip}, {port}, {name}, {namespace}); a FinetuneJob "
-        "annotation speechtune.dev/metrics-url overrides it per job.",
-        "SPEECHTUNE_SCRAPE_URL")
+        3.0, "Time one scrape may take as a whole (connect, headers and body), in seconds.",
+        "SPEECHTUNE_SCRAPE_TIMEOUT")
+    scrape_max_bytes: int = _setting(
+        4 * 1024 * 1024, "Largest /metrics response read from a trainer pod, in bytes; a larger "
+        "one is dropped unparsed.", "SPEECHTUNE_SCRAPE_MAX_BYTES")
+    test_scrape_host: str = _setting(
+        "", "Tests only: a loopback address scraped instead of the master pod's IP (the port "
+        "is still the pod's container port named metrics). The local control plane's pods "
+        "have no network; no Kubernetes object can set this.", "SPEECHTUNE_TEST_SCRAPE_HOST")
     workers: int = _setting(
         32, "Threads running the (blocking) handlers, and the API connection pool size. Each "
         "creation waits ~0.1 s on the PyTorchJob admission webhook, so this bounds how many "
@@ -74,7 +78,7 @@ class Settings:
         "SPEECHTUNE_OPERATOR_WORKERS")
 
     def __post_init__(self) -> None:
-        for field in ("trainer_metrics_port", "workers", "trainer_uid"):
+        for field in ("trainer_metrics_port", "workers", "trainer_uid", "scrape_max_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"setting {field} must be > 0, got {getattr(self, field)}")
         if not 0 <= self.metrics_port < 65536:
@@ -83,6 +87,9 @@ class Settings:
             raise ValueError("settings scrape_interval and scrape_timeout must be > 0")
         if self.backend not in BACKENDS:
             raise ValueError(f"setting backend: unknown backend {self.backend!r} (known: {', '.join(BACKENDS)})")
+        if self.test_scrape_host and not _is_loopback(self.test_scrape_host):
+            raise ValueError(f"setting test_scrape_host must be a loopback IP address, got "
+                             f"{self.test_scrape_host!r}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"setting image_pull_policy: unknown policy {self.image_pull_policy!r}")
 
@@ -90,6 +97,13 @@ class Settings:
         if engine not in ENGINES:
             raise ValueError(f"spec.engine: unknown engine {engine!r} (known: {', '.join(ENGINES)})")
         return str(getattr(self, "image_" + engine.replace("-", "_")))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:

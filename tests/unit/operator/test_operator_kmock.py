@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 import ftj_crd
+from polling import free_port
 from speechtune_operator import main, settings, telemetry
 from speechtune_operator.client import api
 from speechtune_operator.handlers import jobcache, registration
@@ -33,6 +34,7 @@ T = TypeVar("T")
 class Harness:
     server: km.KubernetesEmulator
     clients: api.Clients
+    config: settings.Settings
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The Kubernetes client blocks; kmock serves from this event loop.
@@ -94,7 +96,9 @@ async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
     client_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
     clients = api.Clients(core=kubernetes.client.CoreV1Api(client_api),
                           custom=kubernetes.client.CustomObjectsApi(client_api))
-    config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4)
+    # The operator scrapes the master pod's metrics port, on 127.0.0.1 instead of its IP.
+    config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4,
+                               test_scrape_host="127.0.0.1", trainer_metrics_port=free_port())
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -111,7 +115,7 @@ async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
     thread.start()
     assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
     try:
-        yield Harness(server=kmock, clients=clients)
+        yield Harness(server=kmock, clients=clients, config=config)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)
@@ -220,26 +224,43 @@ async def test_a_finished_job_is_not_recreated(operator: Harness) -> None:
 
 
 @contextlib.contextmanager
-def trainer_endpoint(job: str) -> Iterator[str]:
+def trainer_endpoint(job: str, port: int) -> Iterator[int]:
     registry = prometheus_client.CollectorRegistry()
     labels = {"finetunejob": job, "namespace": NS, "engine": "speechbrain-ctc"}
     for name, value in (("speechtune_step", 40), ("speechtune_max_steps", 200), ("speechtune_val_wer_ratio", 0.25)):
         prometheus_client.Gauge(name, name, list(labels), registry=registry).labels(**labels).set(value)
-    server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+    server, thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
+        yield int(server.server_port)
     finally:
         server.shutdown()
         thread.join()
 
 
-async def test_running_job_progress_is_scraped(operator: Harness) -> None:
+def running_master_pod(job: str, metrics_port: int) -> dict[str, Any]:
+    """As the training-operator makes it and kwok runs it: rank 0's labels, an IP (the
+    operator's test setting swaps that IP for 127.0.0.1) and the port named metrics."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{job}-master-0", "namespace": NS, "labels": {
+                "training.kubeflow.org/job-name": job, "training.kubeflow.org/replica-type": "master",
+                "training.kubeflow.org/replica-index": "0"}},
+            "spec": {"containers": [{"name": "pytorch", "image": "x", "ports": [
+                {"name": "metrics", "containerPort": metrics_port}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.0.9"}}
+
+
+async def test_running_job_progress_is_scraped_from_its_master_pod_only(operator: Harness, tmp_path: Any) -> None:
     name = "sb-conformer-atc0-lora"
-    with trainer_endpoint(name) as url:
-        await operator.create_job(uid="uid-7", annotations={"speechtune.dev/metrics-url": url})
+    secret = tmp_path / "token"
+    secret.write_text("eyJ-service-account-token-not-for-users")
+    with trainer_endpoint(name, operator.config.trainer_metrics_port) as port:
+        # The annotation that once chose the scrape URL is ignored, file:// or not.
+        await operator.create_job(uid="uid-7", annotations={"speechtune.dev/metrics-url": f"file://{secret}"})
         await eventually(lambda: operator.objects(PJ))
+        await operator.call(operator.clients.core.create_namespaced_pod, NS, running_master_pod(name, port))
         await set_pj_conditions(operator, name, ("Created", "True"), ("Running", "True"))
         status = await eventually(lambda: "progress" in operator.get(FTJ, name).get("status", {}) and
                                   operator.get(FTJ, name)["status"])
     assert status["progress"] == {"step": 40, "maxSteps": 200, "summary": "20% (40/200)"}
     assert status["metrics"] == {"wer": 0.25}
+    assert "service-account-token" not in str(operator.events()) + str(operator.get(FTJ, name))

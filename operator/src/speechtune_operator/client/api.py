@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http
 import os
 from typing import Any, cast
 
@@ -49,3 +50,14 @@ def connect(*, pool_size: int, kubeconfig: str | None = None) -> Clients:
 
 def is_status(error: BaseException, *codes: int) -> bool:
     return isinstance(error, kubernetes.client.ApiException) and error.status in codes
+
+
+def describe_error(error: BaseException) -> str:
+    """A short description of a failed call made of our words only: the HTTP status of an API
+    error (its body echoes the request, which may hold user data), else the exception's type."""
+    if isinstance(error, kubernetes.client.ApiException) and error.status:
+        try:
+            return f"Kubernetes API {error.status} {http.HTTPStatus(error.status).phrase}"
+        except ValueError:
+            return f"Kubernetes API {error.status}"
+    return type(error).__name__
