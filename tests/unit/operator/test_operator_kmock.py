@@ -109,8 +109,12 @@ async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
         settings=config, clients=clients, cache=jobcache.JobCache(), telemetry=telemetry.Telemetry()))
     # kopf owns its event loop (it cancels tasks it finds there on exit): give it a thread.
     stop, ready = threading.Event(), threading.Event()
+    kopf_config = main.kopf_settings(config)
+    # kopf can post its log lines (handler failures included) as Events; on here, so the
+    # tests see that whatever reaches an Event that way is in our words.
+    kopf_config.posting.loggers = True
     thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(
-        registry=registry, settings=main.kopf_settings(config), standalone=True, clusterwide=True,
+        registry=registry, settings=kopf_config, standalone=True, clusterwide=True,
         stop_flag=stop, ready_flag=ready)), daemon=True)
     thread.start()
     assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
@@ -264,3 +268,17 @@ async def test_running_job_progress_is_scraped_from_its_master_pod_only(operator
     assert status["progress"] == {"step": 40, "maxSteps": 200, "summary": "20% (40/200)"}
     assert status["metrics"] == {"wer": 0.25}
     assert "service-account-token" not in str(operator.events()) + str(operator.get(FTJ, name))
+
+
+async def test_a_failing_handler_posts_our_words_not_the_users_data(operator: Harness) -> None:
+    # kmock does not enforce the CRD schema: a value the builder chokes on stands for any
+    # exception whose text quotes what the user wrote (before: kopf's Event carried it).
+    secret = "eyJ-user-data-in-an-exception-4242"
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS, uid="uid-8")
+    body["metadata"]["resourceVersion"] = "1"
+    body["spec"]["resources"]["nodes"] = secret
+    await operator.call(operator.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1",
+                        NS, "finetunejobs", body)
+    failed = await eventually(lambda: [e for e in operator.events() if "creating the children failed" in e["message"]])
+    assert "ValueError; will retry" in failed[0]["message"]
+    assert secret not in str(operator.events())

@@ -13,7 +13,7 @@ from speechtune_operator import telemetry as telemetry_mod
 from speechtune_operator import names
 from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
-from speechtune_operator.handlers import creating, jobcache, mirroring, scraping, suspending
+from speechtune_operator.handlers import creating, guarding, jobcache, mirroring, scraping, suspending
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
 RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
@@ -50,13 +50,14 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     def reconcile(body: kopf.Body, **_: Any) -> None:
-        with ctx.telemetry.reconcile():
+        with ctx.telemetry.reconcile(), guarding.in_our_words("creating the children", delay=RETRY_BACKOFF):
             creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
     def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
-        suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, backend=ctx.backend)
+        with guarding.in_our_words("suspending or resuming", delay=RETRY_BACKOFF):
+            suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, backend=ctx.backend)
 
     child = ctx.backend.child
 
@@ -65,10 +66,11 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type == "DELETED":
             return
-        with ctx.telemetry.reconcile():
+        with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the status", delay=RETRY_BACKOFF):
             mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend)
 
     @kopf.timer(*FINETUNEJOBS, id="scrape-progress", interval=ctx.settings.scrape_interval, registry=registry,
                 when=lambda status, **_: status.get("phase") == phase.RUNNING)
     def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
+        with guarding.in_our_words("scraping the metrics", delay=ctx.settings.scrape_interval):
+            scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
