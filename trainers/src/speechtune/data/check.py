@@ -10,7 +10,9 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import math
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
@@ -60,6 +62,8 @@ class Limits:
     # per second), so denser transcripts cannot be learnt.
     max_chars_per_second: float = 25.0
     max_duration: float = 40.0  # longer utterances are reported (not fatal): memory spikes
+    root: Path | None = None  # the data volume audio must stay on (None: anywhere, `data check`)
+    absolute_audio_paths: bool = False  # spec.data.absoluteAudioPaths: a shared filesystem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +128,8 @@ def preflight(
     duration_tolerance: float = 0.1,
     max_chars_per_second: float = 25.0,
     max_duration: float = 40.0,
+    root: str | os.PathLike[str] | None = None,
+    absolute_audio_paths: bool = False,
 ) -> Report:
     """Checks every row of every manifest in `paths`; never raises for bad data."""
     if engine is not None and engine not in ENGINE_NEEDS:
@@ -135,6 +141,8 @@ def preflight(
         duration_tolerance=duration_tolerance,
         max_chars_per_second=max_chars_per_second,
         max_duration=max_duration,
+        root=Path(root).absolute() if root is not None else None,
+        absolute_audio_paths=absolute_audio_paths,
     )
     files = [Path(p).absolute() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     audio = audio_header.AudioHeaders()
@@ -161,11 +169,16 @@ def check_file(
         return [Problem(file, 0, None, f"cannot read: {error.strerror or error}")], []
     problems: list[Problem] = []
     utterances = []
-    for row in manifest.read_rows(file):
-        row_problems, utt = check_row(row, fmt, file, limits, audio)
-        problems += row_problems
-        if utt is not None:
-            utterances.append(utt)
+    try:
+        for row in manifest.read_rows(file):
+            row_problems, utt = check_row(row, fmt, file, limits, audio)
+            problems += row_problems
+            if utt is not None:
+                utterances.append(utt)
+    except manifest.ManifestError as error:  # the file cannot be read on (bad bytes, CSV limits)
+        problems.append(Problem(file, error.line, None, error.detail))
+    except OSError as error:
+        problems.append(Problem(file, 0, None, f"cannot read: {error.strerror or error}"))
     if not utterances and not problems:
         problems.append(Problem(file, 0, None, "no utterances"))
     return problems, utterances
@@ -181,13 +194,19 @@ def check_row(
     if problems:
         return problems, None
     if fmt == "hf" and "duration" not in row.fields:
+        escape = confinement_problem(str(row.fields["audio_path"]), file, limits)
+        if escape:
+            return [Problem(file, row.line, "audio_path", escape)], None
         # HF CSVs often carry no durations: take the (cached) header's.
         header = audio.get(manifest.resolve_audio(file, row.fields["audio_path"]))
         if isinstance(header, str):
             return [Problem(file, row.line, "audio_path", header)], None
         row = manifest.Row(row.line, {**row.fields, "duration": header.seconds})
-    utt = manifest.to_utterance(row, file, fmt)
     audio_field = {"nemo": "audio_filepath", "speechbrain": "wav", "hf": "audio_path"}[fmt]
+    escape = confinement_problem(str(row.fields[audio_field]), file, limits)
+    if escape:
+        return [Problem(file, row.line, audio_field, escape)], None
+    utt = manifest.to_utterance(row, file, fmt)
     found = [(field, message, fatal) for field, message, fatal in utterance_problems(utt, limits)]
     found += [(audio_field, message, fatal) for message, fatal in audio_problems(utt, limits, audio)]
     return [Problem(file, row.line, f, m, fatal) for f, m, fatal in found], utt
@@ -231,18 +250,38 @@ def _type_problem(value: Any, kind: str) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             return f"must be a number, got {type(value).__name__}"
         try:
-            float(value)
-        except ValueError:
+            number = float(value)
+        except (ValueError, OverflowError):
             return f"must be a number, got {value!r}"
-        return None
+        return None if math.isfinite(number) else f"must be a finite number, got {value!r}"
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
     return "empty" if kind == "str" and not value else None
 
 
+def confinement_problem(audio_raw: str, file: Path, limits: Limits) -> str | None:
+    """Audio must lie on the data volume (limits.root): a manifest is data a user wrote, and
+    a path out of the volume would read the image's or the node's files. Absolute paths
+    are refused unless the job says its manifests name a shared filesystem."""
+    if limits.root is None or limits.absolute_audio_paths:
+        return None
+    if os.path.isabs(os.path.expanduser(audio_raw)):
+        return (f"{audio_raw} is an absolute path; manifests name audio relative to their own folder on the "
+                "data volume (spec.data.absoluteAudioPaths: true allows a shared filesystem)")
+    resolved = manifest.resolve_audio(file, audio_raw)
+    root = os.path.realpath(limits.root)
+    for candidate in (os.path.normpath(resolved), os.path.realpath(resolved)):
+        if candidate != root and not candidate.startswith(root.rstrip(os.sep) + os.sep):
+            return f"{audio_raw} leaves the data volume ({limits.root})"
+    return None
+
+
 def utterance_problems(utt: manifest.Utterance, limits: Limits) -> Iterable[tuple[str, str, bool]]:
     """Problems of the values themselves, as (field, message, fatal)."""
     text = utt.text.strip()
+    control = next((c for c in text if unicodedata.category(c) == "Cc" and c != "\t"), None)
+    if control is not None:  # NUL, escape codes: no tokenizer should learn them
+        yield "text", f"control character U+{ord(control):04X} in the transcript", True
     if not text:
         yield "text", "empty transcript", True
     elif utt.duration > 0 and len(text) > limits.max_chars_per_second * utt.duration:

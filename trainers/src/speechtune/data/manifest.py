@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -75,8 +77,11 @@ def detect_format(path: Path) -> Format:
         return "nemo"
     if suffix != ".csv":
         raise ManifestError(path, 0, None, "unknown manifest extension (want .json, .jsonl or .csv)")
-    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
-        header = next(csv.reader(f), [])
+    if path.is_dir():
+        raise ManifestError(path, 0, None, "is a directory, not a manifest")
+    with path.open("rb") as f:
+        first = f.readline(CSV_FIELD_LIMIT + 1)
+    header = next(_csv_lines(path, _decode(path, first, line=1)), (0, []))[1]
     return format_from_header(path, header)
 
 
@@ -110,8 +115,15 @@ def read_rows(path: Path) -> Iterator[Row]:
 
 
 def _read_json_rows(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
+    if path.is_dir():
+        raise ManifestError(path, 0, None, "is a directory, not a manifest")
+    with path.open("rb") as f:  # bytes: a non-UTF-8 line is that line's problem, not a traceback
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield Row(number, {}, f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})")
+                continue
             if not text.strip():
                 continue
             try:
@@ -119,26 +131,55 @@ def _read_json_rows(path: Path) -> Iterator[Row]:
             except json.JSONDecodeError as error:
                 yield Row(number, {}, f"not valid JSON ({error.msg})")
                 continue
+            except RecursionError:
+                yield Row(number, {}, "not valid JSON (nested too deeply)")
+                continue
             if not isinstance(fields, dict):
                 yield Row(number, {}, "a manifest line must be a JSON object")
                 continue
             yield Row(number, fields)
 
 
+# The csv module refuses longer fields (its default limit); a transcript is far shorter.
+CSV_FIELD_LIMIT = csv.field_size_limit()
+
+
+def _decode(path: Path, raw: bytes, *, line: int = 1) -> str:
+    """UTF-8 (a BOM, as Excel writes, is dropped); else ManifestError at the bad byte's line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        where = line + raw[: error.start].count(b"\n")
+        raise ManifestError(path, where, None, f"not UTF-8 (byte 0x{raw[error.start]:02x})") from None
+
+
 def _read_csv_rows(path: Path) -> Iterator[Row]:
-    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel writes a BOM
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
+    if path.is_dir():
+        raise ManifestError(path, 0, None, "is a directory, not a manifest")
+    lines = _csv_lines(path, _decode(path, path.read_bytes()))
+    header = next(lines, None)
+    if header is None:
+        return
+    for number, cells in lines:
+        if not any(cells):
+            continue
+        if len(cells) != len(header[1]):
+            yield Row(number, {}, f"{len(cells)} cells for {len(header[1])} header columns")
+            continue
+        # An empty cell is an absent value: CSV columns are shared by all rows.
+        yield Row(number, {k: v for k, v in zip(header[1], cells) if v != ""})
+
+
+def _csv_lines(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
             return
-        for cells in reader:
-            if not any(cells):
-                continue
-            if len(cells) != len(header):
-                yield Row(reader.line_num, {}, f"{len(cells)} cells for {len(header)} header columns")
-                continue
-            # An empty cell is an absent value: CSV columns are shared by all rows.
-            yield Row(reader.line_num, {k: v for k, v in zip(header, cells) if v != ""})
+        except csv.Error as error:
+            raise ManifestError(path, reader.line_num, None, f"CSV: {error}") from None
+        yield reader.line_num, cells
 
 
 def read(path: str | os.PathLike[str]) -> list[Utterance]:
@@ -297,9 +338,12 @@ def parse_float(row: Row, manifest: Path, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ManifestError(manifest, row.line, field, f"must be a number, got {type(value).__name__}")
     try:
-        return float(value)
-    except ValueError:
+        number = float(value)
+    except (ValueError, OverflowError):
         raise ManifestError(manifest, row.line, field, f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):  # JSON's NaN/Infinity and CSV's "nan"/"inf" parse as floats
+        raise ManifestError(manifest, row.line, field, f"must be a finite number, got {value!r}")
+    return number
 
 
 def _optional_pnc(row: Row, manifest: Path) -> str | None:

@@ -86,11 +86,13 @@ def engine_notes(job_spec: Mapping[str, Any]) -> list[str]:
 
 
 def preflight(job_spec: Mapping[str, Any], data: base.DataPaths) -> check.Report:
-    paths = [p for p in (data.train, data.validation, data.test) if p is not None]
+    mix = [data.root / str(item["manifest"]) for item in job_spec["data"].get("mix") or ()]
+    paths = [p for p in (data.train, data.validation, data.test, *mix) if p is not None]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise ValueError(f"spec.data: manifest {missing[0]} does not exist (relative to the data volume {data.root})")
-    report = check.preflight(paths, engine=str(job_spec["engine"]))
+    report = check.preflight(paths, engine=str(job_spec["engine"]), root=data.root,
+                             absolute_audio_paths=bool(job_spec["data"].get("absoluteAudioPaths")))
     report.raise_if_fatal()
     return report
 
