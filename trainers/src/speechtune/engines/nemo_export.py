@@ -51,11 +51,35 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, Any]]) -> dict[str, A
     return averaged
 
 
+def checkpoint_safe_globals() -> list[Any]:
+    """What a NeMo Lightning .ckpt pickles besides tensors and builtins: its hyper_parameters
+    are OmegaConf containers. Allowing exactly these keeps `weights_only=True` (no pickled
+    code runs, whatever the file holds) while the config still loads."""
+    import collections
+    import typing
+
+    from omegaconf import DictConfig, ListConfig, base, nodes
+
+    return [DictConfig, ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode, typing.Any,
+            collections.defaultdict, dict, list, int]  # the containers name the builtins as globals
+
+
+def load_lightning_checkpoint(ckpt: Path) -> Any:
+    """A .ckpt's contents with weights_only=True (tensors, containers, OmegaConf configs)."""
+    import torch
+
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        return torch.load(str(ckpt), map_location="cpu", weights_only=True)
+
+
 def load_checkpoint_model(ckpt: Path) -> Any:
     """The model a Lightning checkpoint holds (its NeMo config is stored inside)."""
+    import torch
     from nemo.collections.asr.models import EncDecMultiTaskModel
 
-    return EncDecMultiTaskModel.load_from_checkpoint(str(ckpt), map_location="cpu", strict=True)
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        return EncDecMultiTaskModel.load_from_checkpoint(str(ckpt), map_location="cpu", strict=True,
+                                                         weights_only=True)
 
 
 def ckpt_to_nemo(ckpt: Path, output: Path) -> Path:
@@ -66,12 +90,10 @@ def ckpt_to_nemo(ckpt: Path, output: Path) -> Path:
 
 
 def average_to_nemo(ckpts: Sequence[Path], output: Path) -> Path:
-    import torch
-
     if not ckpts:
         raise ValueError("no checkpoints to average")
     model = load_checkpoint_model(ckpts[0])
-    states = [torch.load(str(p), map_location="cpu", weights_only=False)["state_dict"] for p in ckpts]
+    states = [load_lightning_checkpoint(p)["state_dict"] for p in ckpts]
     model.load_state_dict(average_state_dicts(states), strict=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(output))
