@@ -39,7 +39,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     # default (active) policy. Must be set before torch loads libgomp.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling: one line, not a traceback
+        _say("speechtune: interrupted")
+        return 130
+    except OSError as error:  # any command: the path and the errno, not a traceback
+        from speechtune import spec
+
+        _say(f"speechtune: {str(error.filename) + ': ' if error.filename else ''}{spec.os_error(error)}")
+        return 1
+    finally:
+        _flush_or_drop_stdout()
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _flush_or_drop_stdout() -> None:
+    """A closed stdout (`speechtune ... | head -0`, `>&-`) must not end in Python's
+    "Exception ignored ... BrokenPipeError" at exit: flush now, else point it at /dev/null."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(devnull)
 
 
 if __name__ == "__main__":

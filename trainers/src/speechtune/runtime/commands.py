@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from speechtune import spec as specs
+from speechtune.runtime import metrics
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help="run a FinetuneJob locally (claims -> folders)")
@@ -67,14 +68,26 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", default=None, help="run folder name (default: $SPEECHTUNE_RUN_ID or a timestamp)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="Prometheus port (default: $SPEECHTUNE_METRICS_PORT or 9400; 0 picks a free one)")
+    parser.add_argument("--metrics-host", default=None, metavar="ADDRESS",
+                        help="address /metrics listens on (default: 127.0.0.1 for `run`, 0.0.0.0 for `train` "
+                             "in a pod)")
     parser.add_argument("--metrics-linger", type=float, default=None, metavar="SECONDS",
                         help="keep /metrics up this long after the run so the last scrape sees the final "
                              "values (default: 30 for `train` in a pod, 0 for `run`)")
 
 
-def _fail(message: str) -> int:
-    print(f"speechtune: {message}", file=sys.stderr)
-    return 2
+def _fail(message: str, code: int = 2) -> int:
+    try:
+        print(f"speechtune: {message}", file=sys.stderr)
+    except (OSError, ValueError, AttributeError):  # stderr closed or gone: the exit code tells
+        pass
+    return code
+
+
+def _os_failure(error: OSError) -> int:
+    """A file system or socket failure in one line: the path, the reason and the errno."""
+    where = f"{error.filename}: " if error.filename else ""
+    return _fail(f"{where}{specs.os_error(error)}", 1)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -85,15 +98,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.run_id is not None:
             specs.check_run_id(args.run_id)
         mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
+        gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
+        if launcher.needs_torchrun(gpus):
+            launcher.check_gpus(gpus)
+            # Decided (and created) once here, so every rank writes the same run folder.
+            folder = session.run_folder(job, mounts, session.Options(run_id=args.run_id))
+            os.environ[rundir.RUN_ID_ENV] = folder.path.name
+            launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
     except ValueError as error:
         return _fail(str(error))
-    gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
-    if launcher.needs_torchrun(gpus):
-        # Decided once here, so every rank writes the same run folder (and resumes one).
-        run_id = session.choose_run_id(job, mounts, session.Options(run_id=args.run_id))
-        os.environ[rundir.RUN_ID_ENV] = run_id
-        launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
-    return _run_session(job, mounts, args, linger_s=0.0)
+    except OSError as error:
+        return _os_failure(error)
+    return _run_session(job, mounts, args, linger_s=0.0, host=metrics.LOCAL_HOST)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -108,25 +124,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(error))
     gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
     if launcher.needs_torchrun(gpus):
+        try:
+            launcher.check_gpus(gpus)
+        except ValueError as error:
+            return _fail(str(error), 1)
         launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
     # A pod's scrape interval is typically 15-30 s: linger so the final validation is seen.
-    return _run_session(job, volumes.pod_mounts(job.spec), args, linger_s=30.0)
+    return _run_session(job, volumes.pod_mounts(job.spec), args, linger_s=30.0, host=metrics.POD_HOST)
 
 
-def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace, *, linger_s: float) -> int:
+def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace, *, linger_s: float,
+                 host: str) -> int:
     from speechtune.runtime import session
 
     if args.metrics_linger is not None:
         linger_s = args.metrics_linger
     options = session.Options(max_steps=args.max_steps, run_id=args.run_id, metrics_port=args.metrics_port,
-                              metrics_linger_s=linger_s)
+                              metrics_linger_s=linger_s, metrics_host=args.metrics_host or host)
     try:
         outcome = session.run(job, mounts, options)  # type: ignore[arg-type]
     except ValueError as error:  # bad spec for the engine, bad data (preflight), bad volumes
         return _fail(str(error))
+    except OSError as error:  # a full or read-only output volume, a port in use, ...
+        return _os_failure(error)
+    except KeyboardInterrupt:
+        return _fail("interrupted (Ctrl-C twice); metrics.json says stopped", 130)
     if outcome.reason:
-        print(f"speechtune: {outcome.status}: {outcome.reason}", file=sys.stderr)
-    print(outcome.run_folder)
+        _fail(f"{outcome.status}: {outcome.reason}")
+    try:
+        print(outcome.run_folder)
+    except (OSError, ValueError, AttributeError):  # stdout closed: the run itself is done and saved
+        pass
     return outcome.exit_code
 
 

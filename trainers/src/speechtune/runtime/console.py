@@ -26,29 +26,41 @@ def progress_line(*, step: int, max_steps: int, loss: float, eta_seconds: float 
 
 
 class Console:
-    """Writes log lines; on a TTY also keeps one progress line redrawn in place."""
+    """Writes log lines; on a TTY also keeps one progress line redrawn in place. A console
+    that went away (closed stderr, a broken pipe) is dropped, not fatal: the run goes on
+    and train_log.txt keeps every line."""
 
-    def __init__(self, stream: TextIO = sys.stderr, *, live: bool | None = None) -> None:
-        self.stream = stream
-        self.live = stream.isatty() if live is None else live
+    def __init__(self, stream: TextIO | None = None, *, live: bool | None = None) -> None:
+        self.stream: TextIO | None = stream if stream is not None else sys.stderr
+        try:
+            self.live = bool(self.stream and self.stream.isatty()) if live is None else live
+        except (OSError, ValueError):
+            self.stream, self.live = None, False
         self._bar_shown = False
 
     def line(self, text: str) -> None:
         if self._bar_shown:
-            self.stream.write("\r\033[K")
+            self._emit("\r\033[K")
             self._bar_shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._emit(text + "\n")
 
     def progress(self, text: str) -> None:
         if not self.live:
             return
-        self.stream.write("\r\033[K" + text)
-        self.stream.flush()
-        self._bar_shown = True
+        self._bar_shown = self._emit("\r\033[K" + text)
 
     def close(self) -> None:
         if self._bar_shown:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._emit("\n")
             self._bar_shown = False
+
+    def _emit(self, text: str) -> bool:
+        if self.stream is None:
+            return False
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+            return True
+        except (OSError, ValueError):
+            self.stream, self.live = None, False
+            return False

@@ -28,6 +28,18 @@ def needs_torchrun(gpus_per_node: int, environ: Mapping[str, str] = os.environ) 
     return gpus_per_node > 1 and "LOCAL_RANK" not in environ
 
 
+def check_gpus(gpus_per_node: int) -> None:
+    """gpusPerNode > 1 starts one process per GPU: without that many CUDA devices it would
+    start CPU processes that all train the same thing (or fail on cuda:N), so refuse."""
+    import torch  # only asked for jobs that want several GPUs
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < gpus_per_node:
+        raise ValueError(
+            f"spec.resources.gpusPerNode: {gpus_per_node} GPUs per node, but this machine has {found} CUDA "
+            "device(s); set gpusPerNode: 0 (or 1) to train in one process on the CPU")
+
+
 def exec_torchrun(argv: Sequence[str], *, gpus_per_node: int) -> None:
     """Replaces this process; every rank gets the same run id (one run folder)."""
     environ = dict(os.environ)

@@ -13,6 +13,8 @@ import prometheus_client
 from prometheus_client import exposition
 
 LABELS = ("finetunejob", "namespace", "engine")
+POD_HOST = "0.0.0.0"  # in a pod: Prometheus scrapes the pod IP
+LOCAL_HOST = "127.0.0.1"  # `speechtune run` on a shared machine: this machine only
 DEFAULT_PORT = 9400
 PORT_ENV = "SPEECHTUNE_METRICS_PORT"
 
@@ -70,7 +72,7 @@ def port_from_env(environ: Mapping[str, str] = os.environ) -> int:
 class MetricsServer:
     """The /metrics HTTP endpoint, in a daemon thread; `url` is printed for people."""
 
-    def __init__(self, metrics: TrainingMetrics, *, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: TrainingMetrics, *, port: int, host: str = POD_HOST) -> None:
         self._server, self._thread = prometheus_client.start_http_server(
             port, addr=host, registry=metrics.registry)
         self.port = int(self._server.server_port)  # the one picked when port was 0

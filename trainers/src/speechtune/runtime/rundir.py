@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -67,6 +68,21 @@ def create(output: Path, job: str, run: str) -> RunFolder:
     folder = RunFolder(output / job / run)
     folder.checkpoints.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def create_new(output: Path, job: str, run: str) -> RunFolder:
+    """A folder no other run has: `run`, else `run-2`, `run-3`, ... (mkdir is atomic, so two
+    processes that chose the same timestamp in the same second end up in different ones)."""
+    (output / job).mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        folder = RunFolder(output / job / (run if attempt == 1 else f"{run}-{attempt}"))
+        try:
+            folder.path.mkdir()
+        except FileExistsError:
+            continue
+        folder.checkpoints.mkdir()
+        return folder
+    raise FileExistsError(errno.EEXIST, "no free run folder name", str(output / job / run))
 
 
 def write_json(path: Path, value: Mapping[str, Any]) -> None:

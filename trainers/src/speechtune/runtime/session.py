@@ -45,6 +45,8 @@ class Options:
     on_metrics_url: Callable[[str], None] | None = None
     score_before_training: bool = False  # the demo's "untrained model" row (test split)
     metrics_linger_s: float = 0.0  # keep /metrics up after the run for a last scrape
+    # Pods serve /metrics to Prometheus; a laptop's run only to itself unless asked.
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,29 +103,43 @@ def choose_run_id(job: specs.Job, mounts: volumes.Mounts, options: Options,
                   environ: Mapping[str, str] = os.environ) -> str:
     """--run-id, else SPEECHTUNE_RUN_ID (pods), else with output.resume the newest
     unfinished local run of this job, else a new timestamp."""
+    return _named_run_id(job, mounts, options, environ) or rundir.run_id(environ)
+
+
+def _named_run_id(job: specs.Job, mounts: volumes.Mounts, options: Options,
+                  environ: Mapping[str, str]) -> str | None:
     if options.run_id:
         return specs.check_run_id(options.run_id)
     if environ.get(rundir.RUN_ID_ENV):
-        specs.check_run_id(environ[rundir.RUN_ID_ENV], field=rundir.RUN_ID_ENV)
-    if rundir.RUN_ID_ENV not in environ and (job.spec.get("output") or {}).get("resume", True):
-        previous = rundir.unfinished_run(mounts.output, job.name)
-        if previous:
-            return previous
-    return rundir.run_id(environ)
+        return specs.check_run_id(environ[rundir.RUN_ID_ENV], field=rundir.RUN_ID_ENV)
+    if (job.spec.get("output") or {}).get("resume", True):
+        return rundir.unfinished_run(mounts.output, job.name)
+    return None
+
+
+def run_folder(job: specs.Job, mounts: volumes.Mounts, options: Options,
+               environ: Mapping[str, str] = os.environ) -> rundir.RunFolder:
+    """The named or resumed run's folder, else a new timestamped one created exclusively,
+    so two runs started in the same second never share a folder (the second gets -2)."""
+    named = _named_run_id(job, mounts, options, environ)
+    if named:
+        return rundir.create(mounts.output, job.name, named)
+    return rundir.create_new(mounts.output, job.name, rundir.run_id(environ))
 
 
 def start_metrics_server(metrics: run_metrics.TrainingMetrics, port: int | None, console: consoles.Console,
-                         environ: Mapping[str, str] = os.environ) -> run_metrics.MetricsServer:
+                         environ: Mapping[str, str] = os.environ, *, host: str = run_metrics.POD_HOST,
+                         ) -> run_metrics.MetricsServer:
     """On the port asked for (flag, then SPEECHTUNE_METRICS_PORT); when nobody asked and
     the default 9400 is taken (a second local run), on a free port instead."""
     chosen = run_metrics.port_from_env(environ) if port is None else port
     try:
-        return run_metrics.MetricsServer(metrics, port=chosen)
+        return run_metrics.MetricsServer(metrics, port=chosen, host=host)
     except OSError as error:
         if port is not None or run_metrics.PORT_ENV in environ or error.errno != errno.EADDRINUSE:
             raise
         console.line(f"metrics: port {chosen} is in use; using a free port")
-        return run_metrics.MetricsServer(metrics, port=0)
+        return run_metrics.MetricsServer(metrics, port=0, host=host)
 
 
 def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) -> Outcome:
@@ -134,16 +150,21 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     notes = engine_notes(job_spec)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
-    folder = rundir.create(mounts.output, job.name, choose_run_id(job, mounts, options))  # 3.
+    folder = run_folder(job, mounts, options)  # 3.
     if primary:
         folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
     metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=str(job_spec["engine"]))
     server = None
     if primary:
-        server = start_metrics_server(metrics, options.metrics_port, console)
+        server = start_metrics_server(metrics, options.metrics_port, console, host=options.metrics_host)
         (options.on_metrics_url or (lambda url: console.line(f"metrics: {url}")))(server.url)
-    reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
-                                     console=console, primary=primary)
+    try:
+        reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
+                                         console=console, primary=primary)
+    except BaseException:
+        if server:
+            server.stop()
+        raise
     warnings = [str(problem) for problem in report.problems[:20]]  # fatal ones raised already
     for line in [*notes, *warnings, *check.format_summary(report.summary)]:
         reporter.log(line)
@@ -157,15 +178,16 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
         resume=bool((job_spec.get("output") or {}).get("resume", True)), device=where.device,
         world_size=where.world_size, rank=where.rank, stop=stop, reporter=reporter)
     try:
-        with signals.stop_on_sigterm(stop):
-            return _train_and_score(ctx, folder, reporter, job, options, primary)
-    except Exception as error:  # an engine crash still leaves its reason in the run folder
+        with signals.stop_on_signals(stop) as received:
+            return _train_and_score(ctx, folder, reporter, job, options, primary, received)
+    except BaseException as error:  # a crash or a second Ctrl-C still leaves its reason in the run folder
         if primary:
-            reason = f"{type(error).__name__}: {error}"
-            reporter.log(f"FAILED: {reason}")
-            rundir.write_json(folder.metrics_json, {"job": job.name, "engine": job_spec["engine"],
-                                                    "run_id": folder.path.name, "status": "failed",
-                                                    "reason": reason, "steps": reporter.summary.steps})
+            interrupted = isinstance(error, KeyboardInterrupt)
+            reason = "interrupted (Ctrl-C twice): no checkpoint at this step" if interrupted else (
+                f"{type(error).__name__}: {error}")
+            _record_end(folder, reporter, {"job": job.name, "engine": job_spec["engine"],
+                                           "run_id": folder.path.name, "status": "stopped" if interrupted else "failed",
+                                           "reason": reason, "steps": reporter.summary.steps})
         raise
     finally:
         reporter.close()
@@ -173,8 +195,23 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
             server.stop(linger_s=options.metrics_linger_s)
 
 
+def _record_end(folder: rundir.RunFolder, reporter: reporters.RunReporter, facts: Mapping[str, Any]) -> None:
+    """The failure's line in train_log.txt and metrics.json, as far as the volume still
+    takes writes (a full or read-only volume is often why the run failed)."""
+    try:
+        reporter.log(f"FAILED: {facts['reason']}")
+    except OSError:
+        pass
+    try:
+        rundir.write_json(folder.metrics_json, facts)
+    except OSError:
+        pass
+
+
 def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: reporters.RunReporter,
-                     job: specs.Job, options: Options, primary: bool) -> Outcome:
+                     job: specs.Job, options: Options, primary: bool,
+                     received: signals.Received | None = None) -> Outcome:
+    received = received or signals.Received()
     timings: dict[str, float] = {}
     engine = engines.load(str(ctx.spec["engine"]))
     started = time.monotonic()
@@ -198,12 +235,12 @@ def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: r
         return Outcome("failed", folder.path, EXIT_FAILED, str(error), facts)
     timings["train_seconds"] = time.monotonic() - began
     if result.stopped_early:
-        reason = f"stopped by SIGTERM at step {result.steps}; checkpoint saved, resume continues from it"
+        reason = f"stopped by {received.name} at step {result.steps}; checkpoint saved, resume continues from it"
         reporter.log(reason)
         facts = _metrics_json(ctx, job, reporter, result, timings, status="stopped", reason=reason)
         if primary:
             rundir.write_json(folder.metrics_json, facts)
-        return Outcome("stopped", folder.path, EXIT_STOPPED, reason, facts)
+        return Outcome("stopped", folder.path, received.exit_code, reason, facts)
     if not primary:
         return Outcome("succeeded", folder.path, EXIT_OK)
     export = engine.export(ctx)  # 5.
