@@ -65,6 +65,8 @@ YAML_CASES: dict[str, tuple[str | bytes, str]] = {
                         "spec.training.overrides.spm_model: a YAML date is not a JSON value"),
     "binary value": (DEMO_TEXT.replace("  engine: speechbrain-ctc", "  engine: !!binary aGk="),
                      "spec.engine: a YAML bytes is not a JSON value"),
+    "NUL in a path": (DEMO_TEXT.replace("train: train.json", 'train: "tr\\0ain.json"'),
+                      "spec.data.train: contains a NUL character"),
     "integer key": (DEMO_TEXT.replace("      d_model: 96\n", "      d_model: 96\n      1: x\n"),
                     "spec.training.overrides: key 1 is not a string"),
 }
@@ -216,6 +218,11 @@ def test_absolute_model_path_in_a_pod_must_be_on_a_volume() -> None:
     assert caught.value.path == "spec.model.path" and "outside the mounted volumes" in caught.value.detail
     document["spec"]["model"]["path"] = "/models/tiny"
     spec.check(document, in_pod=True)
+    speechbrain = example("demo.yaml")
+    speechbrain["spec"]["training"]["overrides"].update(tokenizer="spm", spm_model="/etc/passwd")
+    with pytest.raises(spec.SpecError) as caught:
+        spec.check(speechbrain, in_pod=True)
+    assert caught.value.path == "spec.training.overrides.spm_model"
 
 
 @pytest.mark.parametrize("run_id", ["../escape", "/tmp/x", "a/b", "..", ".hidden", "x" * 200, "a\nb"])

@@ -179,11 +179,13 @@ POD_VOLUMES = ("/data", "/output", "/models")
 def check_pod_paths(spec: Mapping[str, Any], *, source: str = "<memory>") -> None:
     """In a pod an absolute spec.model.path must lie on a mounted volume: elsewhere it
     reads the image's or the node's files, which no job should choose."""
-    path = str((spec.get("model") or {}).get("path") or "")
-    if path.startswith("/") and not any(path == root or path.startswith(root + "/") for root in POD_VOLUMES):
-        raise SpecError(source, "spec.model.path",
-                        f"{path} is outside the mounted volumes ({', '.join(POD_VOLUMES)}); "
-                        "give a path relative to the model volume")
+    overrides = (spec.get("training") or {}).get("overrides") or {}
+    for field, value in (("spec.model.path", (spec.get("model") or {}).get("path")),
+                         ("spec.training.overrides.spm_model", overrides.get("spm_model"))):
+        path = str(value or "")
+        if path.startswith("/") and not any(path == root or path.startswith(root + "/") for root in POD_VOLUMES):
+            raise SpecError(source, field, f"{path} is outside the mounted volumes ({', '.join(POD_VOLUMES)}); "
+                                           "give a path relative to the model volume")
 
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -213,6 +215,9 @@ def json_value_problems(value: Any, path: list[Any]) -> Iterator[tuple[str, str]
     elif isinstance(value, float):
         if not math.isfinite(value):
             yield where, f"{value} is not a finite number"
+    elif isinstance(value, str):
+        if "\x00" in value:  # no file name, label or setting has one; paths would be cut there
+            yield where, "contains a NUL character"
     elif value is not None and not isinstance(value, (str, int, bool)):
         yield where, f"a YAML {type(value).__name__} is not a JSON value (quote it)"
 

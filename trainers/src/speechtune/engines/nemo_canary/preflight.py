@@ -24,11 +24,17 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
         raise ValueError(f"spec.training.peft.method: {peft['method']!r} is not supported by nemo-canary (use none)")
 
     overrides = nemo_config.flatten(training.get("overrides") or {})
+    for key, value in overrides.items():
+        message = owned_key_problem(key, value)
+        if message:
+            raise ValueError(f"spec.training.overrides['{key}']: {message}")
     from_checkpoint = bool(model.get("path") or model.get("pretrained"))
-    if from_checkpoint:
-        unknown = [key for key in overrides if key.split(".")[0] not in _SECTIONS]
+    base = nemo_config.base_config()
+    if from_checkpoint:  # the model section is the checkpoint's own; trainer/exp_manager are ours
+        unknown = [key for key in overrides if key.split(".")[0] not in _SECTIONS
+                   or (not key.startswith("model.") and not nemo_config._has_path(base, key.split(".")))]
     else:
-        unknown = nemo_config.unknown_override_keys(overrides, nemo_config.base_config())
+        unknown = nemo_config.unknown_override_keys(overrides, base)
     if unknown:
         raise ValueError(
             "spec.training.overrides: unknown NeMo config key(s) " + ", ".join(repr(k) for k in unknown)
@@ -132,3 +138,34 @@ def _range_problem(leaf: str, value: Any) -> str | None:
 
 def _is_dropout(leaf: str) -> bool:
     return leaf.startswith("dropout") or leaf.endswith("dropout")
+
+
+# Keys the runtime sets for every run (where it writes, what it reads): an override there
+# would write outside the run folder or read manifests preflight never saw.
+RUNTIME_OWNED = (
+    "exp_manager.explicit_log_dir", "exp_manager.exp_dir", "exp_manager.checkpoint_callback_params.dirpath",
+    "exp_manager.resume_if_exists", "exp_manager.resume_ignore_no_checkpoint",
+    "model.train_ds.manifest_filepath", "model.train_ds.input_cfg", "model.validation_ds.manifest_filepath",
+    "model.validation_ds.input_cfg", "model.test_ds.manifest_filepath", "model.test_ds.input_cfg",
+    "model.tokenizer.dir", "model.tokenizer.langs", "model.tokenizer.custom_tokenizer",
+    "trainer.default_root_dir", "trainer.callbacks", "trainer.plugins", "trainer.logger",
+    "model.init_from_nemo_model", "model.init_from_pretrained_model", "model.init_from_ptl_ckpt",
+)
+
+
+def owned_key_problem(key: str, value: Any) -> str | None:
+    """Why a job may not set this key: it names code (`_target_`: NeMo instantiates any
+    importable callable there) or a path the runtime owns."""
+    if "_target_" in key.split(".") or _names_code(value):
+        return "_target_ picks the code NeMo instantiates; a job cannot choose it"
+    if any(key == owned or key.startswith(owned + ".") or owned.startswith(key + ".") for owned in RUNTIME_OWNED):
+        return "set by the runtime for every run (run folder, manifests, tokenizers); not an override"
+    return None
+
+
+def _names_code(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return "_target_" in value or any(_names_code(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_code(v) for v in value)
+    return False
