@@ -25,7 +25,6 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("speechtune.dev", "finetunejobs"): {"get", "list", "watch", "patch"},
     ("speechtune.dev", "finetunejobs/status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
-    ("", "configmaps"): {"get", "create"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

@@ -48,6 +48,7 @@ MANAGER = "speechtune-operator"
 
 JOB_FILE_DIR = "/etc/speechtune"
 JOB_FILE_NAME = "job.yaml"
+ANNOTATION_JOB_FILE = "speechtune.dev/job-file"  # on trainer pods: the job file, projected to JOB_FILE_DIR
 
 
 def child_name(job_name: str) -> str:
@@ -68,10 +69,6 @@ def trainjob_name(job_name: str) -> str:
 def training_runtime_name(engine: str) -> str:
     """The ClusterTrainingRuntime the chart ships for an engine (trainjob backend)."""
     return f"speechtune-{engine}"
-
-
-def configmap_name(job_name: str) -> str:
-    return f"{job_name}-job"
 
 
 def master_pod_name(job_name: str) -> str:

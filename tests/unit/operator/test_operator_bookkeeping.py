@@ -12,7 +12,6 @@ from speechtune_operator.handlers import jobcache
 
 def test_children_are_named_after_the_job() -> None:
     assert names.pytorchjob_name("canary") == "canary"
-    assert names.configmap_name("canary") == "canary-job"
     assert names.master_pod_name("canary") == "canary-master-0"
 
 

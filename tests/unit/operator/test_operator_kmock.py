@@ -94,8 +94,7 @@ async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
     declare_resources(kmock)
     url = str(kmock.url).rstrip("/")
     client_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
-    clients = api.Clients(core=kubernetes.client.CoreV1Api(client_api),
-                          custom=kubernetes.client.CustomObjectsApi(client_api))
+    clients = api.Clients(custom=kubernetes.client.CustomObjectsApi(client_api))
     # The operator scrapes the master pod's metrics port, on 127.0.0.1 instead of its IP.
     config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4,
                                test_scrape_host="127.0.0.1", trainer_metrics_port=free_port())
@@ -133,16 +132,14 @@ async def set_pj_conditions(h: Harness, name: str, *conditions: tuple[str, str])
                  name, {"status": status})
 
 
-async def test_creation_makes_one_owned_configmap_and_pytorchjob(operator: Harness) -> None:
+async def test_creation_makes_one_owned_pytorchjob_and_nothing_else(operator: Harness) -> None:
     body = await operator.create_job(uid="uid-1")
     [pj] = await eventually(lambda: operator.objects(PJ))
-    [cm] = await eventually(lambda: operator.objects("v1/configmaps"))
-    for child in (pj, cm):
-        [owner] = child["metadata"]["ownerReferences"]
-        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == \
-            ("FinetuneJob", body["metadata"]["name"], "uid-1", True)
+    [owner] = pj["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == \
+        ("FinetuneJob", body["metadata"]["name"], "uid-1", True)
     assert pj["metadata"]["name"] == "sb-conformer-atc0-lora"
-    assert cm["metadata"]["name"] == "sb-conformer-atc0-lora-job"
+    assert operator.objects("v1/configmaps") == []  # the job file travels in the pod template
     status = await eventually(lambda: operator.get(FTJ, "sb-conformer-atc0-lora")["status"]["observedGeneration"])
     assert status == 1
     assert any(e.get("reason") == "PyTorchJobCreated" for e in await eventually(operator.events))
@@ -195,7 +192,7 @@ async def test_failure_carries_the_pods_reason(operator: Harness) -> None:
            "status": {"phase": "Failed", "containerStatuses": [{"name": "pytorch", "image": "x", "imageID": "", "ready": False,
                                                          "restartCount": 0, "state": {"terminated": {
                "exitCode": 1, "reason": "Error", "message": "manifest atc0/base/train.csv: no such file"}}}]}}
-    await operator.call(operator.clients.core.create_namespaced_pod, NS, pod)
+    await operator.call(kubernetes.client.CoreV1Api(operator.clients.custom.api_client).create_namespaced_pod, NS, pod)
     await set_pj_conditions(operator, name, ("Created", "True"), ("Failed", "True"))
     status = await eventually(lambda: operator.get(FTJ, name)["status"].get("phase") == "Failed" and
                               operator.get(FTJ, name)["status"])
@@ -224,6 +221,21 @@ async def test_a_finished_job_is_not_recreated(operator: Harness) -> None:
                         NS, "finetunejobs", body)
     await eventually(lambda: "speechtune.dev/last-handled-configuration" in
                      operator.get(FTJ, body["metadata"]["name"])["metadata"].get("annotations", {}))
+    assert operator.objects(PJ) == []
+
+
+async def test_a_spec_too_large_for_the_pod_fails_the_job_with_the_reason(operator: Harness) -> None:
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS, uid="uid-8")
+    body["spec"]["training"]["overrides"] = {"note": "x" * 300_000}
+    body["metadata"]["resourceVersion"] = "1"
+    await operator.call(operator.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1",
+                        NS, "finetunejobs", body)
+    name = body["metadata"]["name"]
+    status = await eventually(lambda: operator.get(FTJ, name).get("status", {}).get("phase") == "Failed" and
+                              operator.get(FTJ, name)["status"])
+    assert status["message"].startswith("spec: the job file is 294 KiB; at most 240 KiB fit")
+    [event] = await eventually(lambda: [e for e in operator.events() if e.get("reason") == "InvalidSpec"])
+    assert event["type"] == "Warning" and event["message"] == status["message"]
     assert operator.objects(PJ) == []
 
 
@@ -261,7 +273,7 @@ async def test_running_job_progress_is_scraped_from_its_master_pod_only(operator
         # The annotation that once chose the scrape URL is ignored, file:// or not.
         await operator.create_job(uid="uid-7", annotations={"speechtune.dev/metrics-url": f"file://{secret}"})
         await eventually(lambda: operator.objects(PJ))
-        await operator.call(operator.clients.core.create_namespaced_pod, NS, running_master_pod(name, port))
+        await operator.call(kubernetes.client.CoreV1Api(operator.clients.custom.api_client).create_namespaced_pod, NS, running_master_pod(name, port))
         await set_pj_conditions(operator, name, ("Created", "True"), ("Running", "True"))
         status = await eventually(lambda: "progress" in operator.get(FTJ, name).get("status", {}) and
                                   operator.get(FTJ, name)["status"])

@@ -100,7 +100,8 @@ def test_volumes_data_read_only_output_writable_models_optional() -> None:
     assert mounts["models"]["mountPath"] == "/models"
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "asr-models"
     assert mounts["job"] == {"name": "job", "mountPath": "/etc/speechtune", "readOnly": True}
-    assert volumes["job"]["configMap"]["name"] == "canary-1b-v2-atc-job"
+    assert volumes["job"]["downwardAPI"]["items"] == [{"path": "job.yaml", "fieldRef": {
+        "fieldPath": "metadata.annotations['speechtune.dev/job-file']"}}]
 
 
 def test_no_model_volume_no_models_mount() -> None:
@@ -138,7 +139,8 @@ def test_labels_annotations_and_kueue_queue() -> None:
     assert labels["kueue.x-k8s.io/queue-name"] == "gpu-a100"
     template = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     assert template["metadata"]["labels"]["speechtune.dev/finetunejob"] == "canary-1b-v2-atc"
-    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert set(template["metadata"]["annotations"]) == {"sidecar.istio.io/inject", "speechtune.dev/job-file"}
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     assert "kueue.x-k8s.io/queue-name" not in build("canary")["metadata"]["labels"]
 
 

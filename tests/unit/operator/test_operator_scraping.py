@@ -8,7 +8,6 @@ import copy
 import logging
 import socket
 import threading
-import types
 from typing import Any, Iterator
 
 import kopf
@@ -81,26 +80,19 @@ def test_pods_that_are_not_scraped(pod: dict[str, Any]) -> None:
     assert target(pod) is None
 
 
-class FakeCore:
+class FakeClients:
+    """What handlers/scraping.py uses of api.Clients: a pod listing (GET of a core path)."""
+
     def __init__(self, pod: dict[str, Any] | None) -> None:
         self.pod = pod
         self.selectors: list[tuple[str, str]] = []
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
-        self.selectors.append((namespace, label_selector))
+    def get(self, path: str, query: Any = ()) -> dict[str, Any]:
+        namespace = path.removeprefix("/api/v1/namespaces/").removesuffix("/pods")
+        self.selectors.append((namespace, dict(query)["labelSelector"]))
         if self.pod is None:
             raise RuntimeError(f"{SECRET} in an API error body")
-        return types.SimpleNamespace(items=[self.pod])
-
-
-class FakeClients:
-    """What handlers/scraping.py uses of api.Clients: a pod listing."""
-
-    def __init__(self, pod: dict[str, Any] | None) -> None:
-        self.core = FakeCore(pod)
-
-    def plain(self, obj: Any) -> dict[str, Any]:
-        return copy.deepcopy(obj)  # type: ignore[no-any-return]
+        return {"items": [copy.deepcopy(self.pod)]}
 
 
 @contextlib.contextmanager
@@ -151,7 +143,7 @@ def with_port(port: int) -> dict[str, Any]:
 def test_progress_comes_from_the_master_pods_port() -> None:
     with endpoint(exposition()) as port:
         patch, clients = run_scrape(with_port(port), port=port)
-    assert clients.core.selectors == [("research", "training.kubeflow.org/job-name=asr,"
+    assert clients.selectors == [("research", "training.kubeflow.org/job-name=asr,"
                                        "training.kubeflow.org/replica-type=master,training.kubeflow.org/replica-index=0")]
     assert patch["status"]["progress"] == {"step": 40, "maxSteps": 200, "summary": "20% (40/200)"}
 

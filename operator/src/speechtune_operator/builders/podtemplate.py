@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
+from speechtune_operator.builders import jobfile
 
 TRAIN_COMMAND = ["speechtune", "train", "--job", f"{names.JOB_FILE_DIR}/{names.JOB_FILE_NAME}"]
 # Lightning's KubeflowEnvironment pins local_rank to 0, so several GPUs per pod need one
@@ -51,6 +52,7 @@ def command(body: Mapping[str, Any], trainer: TrainerContainer) -> list[str]:
 
 def pod_template(body: Mapping[str, Any], settings: settings_mod.Settings,
                  trainer: TrainerContainer) -> dict[str, Any]:
+    """Raises jobfile.JobFileTooLarge for a spec whose job file cannot travel in the pod."""
     spec = body["spec"]
     resources = spec.get("resources", {})
     pod_spec: dict[str, Any] = {
@@ -76,8 +78,12 @@ def pod_template(body: Mapping[str, Any], settings: settings_mod.Settings,
     return {
         "metadata": {
             "labels": names.child_labels(body),
-            # Istio sidecars never exit, so a pod with one never completes.
-            "annotations": {"sidecar.istio.io/inject": "false"},
+            "annotations": {
+                # Istio sidecars never exit, so a pod with one never completes.
+                "sidecar.istio.io/inject": "false",
+                # The job file, written to JOB_FILE_DIR by the "job" downwardAPI volume.
+                names.ANNOTATION_JOB_FILE: jobfile.job_file(body),
+            },
         },
         "spec": pod_spec,
     }
@@ -153,9 +159,7 @@ def _mounts(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _volumes(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     spec = body["spec"]
     volumes: list[dict[str, Any]] = [
-        {"name": "job", "configMap": {"name": names.configmap_name(body["metadata"]["name"]),
-                                      "items": [{"key": names.JOB_FILE_NAME,
-                                                 "path": names.JOB_FILE_NAME}]}},
+        jobfile.volume(),
         {"name": "data", "persistentVolumeClaim": {
             "claimName": spec["data"]["volume"]["claimName"], "readOnly": True}},
         {"name": "output", "persistentVolumeClaim": {

@@ -5,20 +5,35 @@ from __future__ import annotations
 import dataclasses
 import http
 import os
-from typing import Any, cast
+from typing import Any, Sequence, cast
 
 import kubernetes
 
 
 @dataclasses.dataclass(frozen=True)
 class Clients:
-    core: kubernetes.client.CoreV1Api
     custom: kubernetes.client.CustomObjectsApi
 
     def plain(self, obj: object) -> dict[str, Any]:
         """A typed client model (V1Pod, ...) or a custom-object response as the camelCase
         dict the API speaks."""
-        return cast(dict[str, Any], self.core.api_client.sanitize_for_serialization(obj))
+        return cast(dict[str, Any], self.custom.api_client.sanitize_for_serialization(obj))
+
+    def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+        """GET of a core-API path (e.g. /api/v1/namespaces/ns/pods/name) through the client's
+        ApiClient (credentials, TLS, connection pool, ApiException on errors), as a dict.
+
+        Not CoreV1Api: its generated module is 4.5 MB of Python, and importing it costs
+        the operator 16 MiB of resident memory (78 MiB where no bytecode cache exists, as
+        in a venv installed without compiling) for the two pod reads the operator makes.
+        """
+        client = self.custom.api_client
+        method, url, headers, body, post = client.param_serialize(
+            method="GET", resource_path=path, query_params=list(query),
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        response = client.call_api(method, url, header_params=headers, body=body, post_params=post)
+        response.read()
+        return cast(dict[str, Any], client.response_deserialize(response, {"200": "object"}).data)
 
 
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
@@ -44,8 +59,7 @@ def connect(*, pool_size: int, kubeconfig: str | None = None) -> Clients:
     configuration = load_configuration(kubeconfig)
     # Handlers run in a thread pool; without a pool per thread they queue on one connection.
     configuration.connection_pool_maxsize = pool_size
-    api = kubernetes.client.ApiClient(configuration)
-    return Clients(core=kubernetes.client.CoreV1Api(api), custom=kubernetes.client.CustomObjectsApi(api))
+    return Clients(custom=kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(configuration)))
 
 
 def is_status(error: BaseException, *codes: int) -> bool:

@@ -1,5 +1,5 @@
-"""Create-or-get of a FinetuneJob's ConfigMap and its child (PyTorchJob or TrainJob), and
-merge-patches of the child (the suspend switch)."""
+"""Create-or-get of a FinetuneJob's child (PyTorchJob or TrainJob), and merge-patches of
+the child (the suspend switch)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,11 @@ from typing import Any, Mapping
 from speechtune_operator import names
 from speechtune_operator.client import api
 
-def create_or_get_configmap(clients: api.Clients, configmap: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """(the object as stored, whether this call created it). 409 means someone (an earlier
-    run of the same handler) made it already: read that one instead."""
-    meta = configmap["metadata"]
-    try:
-        made = clients.core.create_namespaced_config_map(meta["namespace"], dict(configmap))  # type: ignore[arg-type]  # the client sends dicts as they are
-        return _created(clients, made, configmap), True
-    except Exception as error:
-        if not api.is_status(error, 409):
-            raise
-    return clients.plain(clients.core.read_namespaced_config_map(meta["name"], meta["namespace"])), False
-
 
 def create_or_get_child(clients: api.Clients, kind: names.ChildKind,
                         child: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The PyTorchJob or TrainJob as stored, and whether this call created it (see above)."""
+    """The PyTorchJob or TrainJob as stored, and whether this call created it. 409 means
+    someone (an earlier run of the same handler) made it already: read that one instead."""
     meta = child["metadata"]
     try:
         made = clients.custom.create_namespaced_custom_object(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from speechtune_operator.client import api
 
 
 def get(clients: api.Clients, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return clients.plain(clients.core.read_namespaced_pod(name, namespace))
+        return clients.get(f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}")
     except Exception as error:
         if api.is_status(error, 404):
             return None
@@ -17,5 +18,5 @@ def get(clients: api.Clients, namespace: str, name: str) -> dict[str, Any] | Non
 
 
 def matching(clients: api.Clients, namespace: str, selector: str) -> list[dict[str, Any]]:
-    listed = clients.core.list_namespaced_pod(namespace, label_selector=selector)
-    return [clients.plain(pod) for pod in listed.items]
+    listed = clients.get(f"/api/v1/namespaces/{quote(namespace)}/pods", [("labelSelector", selector)])
+    return list(listed.get("items") or [])

@@ -1,5 +1,5 @@
-"""Create (or find) a FinetuneJob's ConfigMap and its child (the backend's PyTorchJob or
-TrainJob): on creation and on resume."""
+"""Create (or find) a FinetuneJob's child (the backend's PyTorchJob or TrainJob, carrying
+the job file in its pod template): on creation and on resume."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import backends, configmap, phase, podtemplate
+from speechtune_operator.builders import backends, jobfile, phase, podtemplate
 from speechtune_operator.client import api, children, finetunejobs
 
 logger = logging.getLogger(__name__)
@@ -24,6 +24,11 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
         return
     try:
         child = backend.build(body, settings)
+    except jobfile.JobFileTooLarge as error:  # no retry can make it fit: fail the job, say why
+        finetunejobs.patch_status(clients, body["metadata"]["namespace"], body["metadata"]["name"],
+                                  {"phase": phase.FAILED, "message": str(error)})
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
+        return
     except podtemplate.Unsupported as error:
         # The spec is valid, but this cluster's backend cannot run it: say so once, no retry.
         message = f"backend {backend.name}: {error}"
@@ -31,12 +36,9 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
                                   {"phase": phase.FAILED, "message": message})
         kopf.event(body, type="Warning", reason="UnsupportedByBackend", message=message)
         return
-    objects = [configmap.build_configmap(body), child]
-    kopf.adopt(objects, owner=body)
-    stored_cm, _ = children.create_or_get_configmap(clients, objects[0])
-    stored_child, created = children.create_or_get_child(clients, backend.child, objects[1])
-    for stored in (stored_cm, stored_child):
-        _check_owner(stored, body)
+    kopf.adopt(child, owner=body)
+    stored_child, created = children.create_or_get_child(clients, backend.child, child)
+    _check_owner(stored_child, body)
     if created:
         kind = backend.child.kind
         kopf.event(body, type="Normal", reason=f"{kind}Created",
