@@ -55,7 +55,8 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
 
 
 @pytest.mark.parametrize(("old", "new", "reason", "kind"), [
-    (None, "Pending", "TrainingPending", "Normal"),
+    ("Restarting", "Pending", "TrainingPending", "Normal"),
+    (None, "Suspended", "TrainingSuspended", "Normal"),
     ("Pending", "Running", "TrainingRunning", "Normal"),
     ("Running", "Restarting", "TrainingRestarting", "Warning"),
     ("Running", "Suspended", "TrainingSuspended", "Normal"),
@@ -67,6 +68,12 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
 def test_each_transition_has_an_event(old: str | None, new: str, reason: str, kind: str) -> None:
     event = phase.transition_event(old, new, "why")
     assert event == phase.PhaseEvent(kind, reason, "why")
+
+
+def test_no_event_for_no_transition_nor_for_the_first_pending() -> None:
+    # The child's Created event marks a job's start; Pending is where every job starts.
+    assert phase.transition_event(None, "Pending", "why") is None
+    assert phase.transition_event("Running", "Running", "why") is None
 
 
 def test_no_event_without_a_transition() -> None:

@@ -110,7 +110,8 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
 
 
 def transition_event(old_phase: str | None, new_phase: str, message: str) -> PhaseEvent | None:
-    if old_phase == new_phase:
+    if old_phase == new_phase or (old_phase is None and new_phase == PENDING):
+        # A job starts Pending; the child's Created event already marks that start.
         return None
     if old_phase == SUSPENDED and new_phase in (PENDING, RUNNING):  # pods come back: Pending first
         return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")

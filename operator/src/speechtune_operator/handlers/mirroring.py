@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 
 def sync_from_child(child: Mapping[str, Any], *, clients: api.Clients, cache: jobcache.JobCache,
                     backend: backends.Backend = backends.PYTORCHJOB) -> None:
+    if not child.get("status"):
+        # Just created; its controller has not reconciled it yet. Its first status (Created,
+        # Suspended, ...) follows within moments: one status write then, not two.
+        return
     view = _parent(child, clients=clients, cache=cache)
     if view is None:
         return
