@@ -144,3 +144,15 @@ def test_nemo_canary_catalogue() -> None:
     accepted, refused = run_property(example("tiny-canary.yaml"), keys, base, prepare,
                                      candidates=[-1, 1, 0.5, True, "x", None, [2], {}])
     assert accepted > 300 and refused > 800, (accepted, refused)
+
+
+def test_hf_config_allowlist_names_only_wav2vec2_settings() -> None:
+    import inspect
+
+    from transformers import Wav2Vec2Config
+
+    from speechtune.engines.hf_ctc import settings
+
+    parameters = set(inspect.signature(Wav2Vec2Config.__init__).parameters)
+    assert settings.WAV2VEC2_CONFIG_KEYS <= parameters
+    assert set(settings.TINY_BASE_MODEL) <= settings.WAV2VEC2_CONFIG_KEYS

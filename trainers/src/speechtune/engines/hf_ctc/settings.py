@@ -163,6 +163,22 @@ _COUNT_KEYS = frozenset({
 _COUNT_LIST_KEYS = frozenset({"conv_dim", "conv_stride", "conv_kernel"})
 
 
+# What modelConfig and createBaseModel may set: Wav2Vec2Config's own model settings. Both
+# reach from_pretrained as keyword arguments, where loader options (trust_remote_code,
+# use_safetensors, cache_dir, revision, ...) would choose what is loaded and run.
+WAV2VEC2_CONFIG_KEYS = frozenset({
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "hidden_act", "hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
+    "feat_quantizer_dropout", "final_dropout", "layerdrop", "initializer_range", "layer_norm_eps",
+    "feat_extract_norm", "feat_extract_activation", "conv_dim", "conv_stride", "conv_kernel", "conv_bias",
+    "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "do_stable_layer_norm", "apply_spec_augment",
+    "mask_time_prob", "mask_time_length", "mask_time_min_masks", "mask_feature_prob", "mask_feature_length",
+    "mask_feature_min_masks", "ctc_loss_reduction", "ctc_zero_infinity", "use_weighted_layer_sum",
+    "pad_token_id", "bos_token_id", "eos_token_id", "add_adapter", "adapter_kernel_size", "adapter_stride",
+    "num_adapter_layers", "output_hidden_size", "adapter_attn_dim",
+})
+
+
 def check_overrides(overrides: Mapping[str, Any]) -> None:
     """Keys, types and ranges of every hf-ctc override; ValueError naming
     `spec.training.overrides.<key>`. Torch-free: `speechtune validate` runs it."""
@@ -219,8 +235,9 @@ def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = No
         raise ValueError(f"{path}: want a mapping of Wav2Vec2Config keys")
     for key, value in config.items():
         where = f"{path}.{key}"
-        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
-            raise ValueError(f"{where}: not a Wav2Vec2Config key")
+        if key not in WAV2VEC2_CONFIG_KEYS:
+            raise ValueError(f"{where}: not a Wav2Vec2Config model setting (loader options such as "
+                             "trust_remote_code are not settable)")
         if key.endswith(_PROBABILITY_SUFFIXES):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{where}: want a number in [0, 1], got {value!r}")
