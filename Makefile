@@ -42,7 +42,7 @@ operator: setup  ## run the operator out of cluster against $$KUBECONFIG (defaul
 	KUBECONFIG=$(KUBECONFIG) $(VENV)/bin/speechtune-operator
 
 chart-lint: setup
-	helm="$$($(PY) hack/cluster/controlplane.py tools)/helm" && "$$helm" lint charts/speechtune
+	bins="$$($(PY) hack/cluster/controlplane.py tools)" && PATH="$$bins:$$PATH" helm lint charts/speechtune
 
 images:  ## needs a Docker engine (none on the dev machines)
 	hack/build-images.sh

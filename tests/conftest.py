@@ -26,8 +26,8 @@ class Cluster:
     """A running cluster as the tests see it."""
 
     kubeconfig: Path
-    env: dict[str, str]  # os.environ plus KUBECONFIG and PATH (with bin_dir first)
-    bin_dir: Path | None  # kubectl, helm, ... ; None on an external cluster (PATH's own)
+    env: dict[str, str]  # os.environ plus KUBECONFIG and PATH (with the binaries' folders first)
+    bin_dir: Path | None  # kubectl's folder; None on an external cluster (PATH's own)
     _restart_apiserver: Callable[[], None] | None = None
 
     def kubectl(
@@ -62,10 +62,10 @@ def _external_cluster(kubeconfig: str) -> Cluster:
         pytest.fail(f"SPEECHTUNE_KUBECONFIG={kubeconfig}: no such file")
     # Our pinned kubectl/helm when they are already built; otherwise whatever PATH has.
     bins = _import_localcluster()[0].versions.binaries()
-    bin_dir = bins.dir if bins.path("kubectl").is_file() else None
+    bin_dir = bins.path("kubectl").parent if bins.path("kubectl").is_file() else None
     env = dict(os.environ, KUBECONFIG=str(path))
     if bin_dir is not None:
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = f"{bins.search_path}{os.pathsep}{env.get('PATH', '')}"
     return Cluster(kubeconfig=path, env=env, bin_dir=bin_dir)
 
 
@@ -129,7 +129,7 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(
             kubeconfig=layout.kubeconfig,
             env=local.kubectl_env(layout, bins),
-            bin_dir=bins.dir,
+            bin_dir=bins.path("kubectl").parent,
             _restart_apiserver=lambda: local.restart_apiserver(layout),
         )
     finally:

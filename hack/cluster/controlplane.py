@@ -3,7 +3,7 @@
 
     python hack/cluster/controlplane.py up     # build missing binaries, start, wait until ready
     python hack/cluster/controlplane.py down   # stop everything, forget the cluster's data
-    python hack/cluster/controlplane.py tools  # build missing binaries, print their folder
+    python hack/cluster/controlplane.py tools  # build missing binaries, print their folders (a PATH prefix)
     eval "$(python hack/cluster/controlplane.py env)"   # PATH and KUBECONFIG for a shell
 
 State (pids, logs, certificates, etcd data) lives in `.cluster/` at the repository root.
@@ -42,7 +42,7 @@ def cmd_down() -> int:
 
 
 def cmd_tools() -> int:
-    print(build.ensure_binaries().dir)
+    print(build.ensure_binaries().search_path)
     return 0
 
 

@@ -85,3 +85,32 @@ def test_fake_nodes_offer_eight_gpus_each() -> None:
         assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
         assert node["metadata"]["labels"]["nvidia.com/gpu.product"]
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+
+
+def test_each_component_has_its_own_cache_folder_keyed_by_its_version() -> None:
+    bins = versions.binaries(versions.ALL_COMPONENTS)
+    assert bins.path("kube-apiserver").parent.name == f"kubernetes-{versions.KUBERNETES}"
+    assert bins.path("trainer-controller-manager").parent.name == f"trainer-{versions.TRAINER}"
+    assert bins.path("jobset").parent.name == f"jobset-{versions.JOBSET}"
+    assert bins.crd_path("trainer.kubeflow.org_trainjobs.yaml").parent.parent.name == f"trainer-{versions.TRAINER}"
+    assert len(set(bins.dirs)) == len(versions.ALL_COMPONENTS)
+
+
+def test_an_older_all_in_one_cache_is_linked_not_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binaries an older checkout built into the single legacy folder are hard-linked into
+    the per-component folders (no Go runs: `go` is not even on PATH here)."""
+    from localcluster import build  # noqa: PLC0415
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    legacy = versions.cache_root() / versions.legacy_stack_key()
+    (legacy / "crds").mkdir(parents=True)
+    for component in versions.BASE_COMPONENTS:
+        for name in component.binaries:
+            (legacy / name).write_text(name)
+    (legacy / "crds" / "kubeflow.org_pytorchjobs.yaml").write_text("crd")
+    bins = build.ensure_binaries(quiet=True)
+    assert bins.path("kube-apiserver").read_text() == "kube-apiserver"
+    assert bins.path("kube-apiserver").stat().st_ino == (legacy / "kube-apiserver").stat().st_ino
+    assert bins.crd_path("kubeflow.org_pytorchjobs.yaml").read_text() == "crd"
+    assert (legacy / "kubectl").is_file()  # older checkouts keep theirs

@@ -1,12 +1,14 @@
 """Build the control-plane binaries with `go build` from the Go module proxy.
 
-Each Go module is one build, run in parallel with the others under `nice`; a binary is
-moved into the cache folder only once its build succeeded, so an interrupted build never
-leaves a half-written binary that a later run would trust.
+Each component (one Go module) is one build into its own cache folder, keyed by its
+version and locked on its own; missing ones run in parallel under `nice`. A binary is
+moved into its folder only once its build succeeded, so an interrupted build never leaves
+a half-written binary that a later run would trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -27,10 +29,6 @@ GOMOD_DIR = Path(__file__).resolve().parent.parent / "gomod"
 _VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
 
 
-# From the training-operator module's manifests/base/crds; only PyTorchJob is served.
-CRD_FILES = ("kubeflow.org_pytorchjobs.yaml",)
-
-
 class ToolchainMissing(RuntimeError):
     """Go, or the Go module proxy, is not usable and a binary still has to be built."""
 
@@ -39,11 +37,15 @@ class ToolchainMissing(RuntimeError):
 class GoBuild:
     """One `go` invocation that produces some of the binaries."""
 
-    label: str
+    component: versions.Component
     args: tuple[str, ...]
     cwd: Path | None  # a wrapper module, or None for `go install pkg@version`
     outputs: tuple[str, ...]  # binary names the invocation writes into its output dir
     renames: tuple[tuple[str, str], ...] = ()  # (written name, cached name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.component.name} {self.component.version}"
 
 
 def kubernetes_ldflags() -> str:
@@ -71,7 +73,7 @@ def planned_builds() -> tuple[GoBuild, ...]:
     install = ("install", "-ldflags=-s -w")
     return (
         GoBuild(
-            label="kubernetes " + versions.KUBERNETES,
+            component=versions.KUBERNETES_COMPONENT,
             args=("build", "-mod=readonly", f"-ldflags={kubernetes_ldflags()}", "-o", "{out}/")
             + tuple(
                 f"k8s.io/kubernetes/cmd/{name}"
@@ -81,25 +83,25 @@ def planned_builds() -> tuple[GoBuild, ...]:
             outputs=("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
         ),
         GoBuild(
-            label="etcd " + versions.ETCD,
+            component=versions.ETCD_COMPONENT,
             args=("build", "-mod=readonly", "-ldflags=-s -w", "-o", "{out}/etcd", "."),
             cwd=GOMOD_DIR / "etcd",
             outputs=("etcd",),
         ),
         GoBuild(
-            label="kwok " + versions.KWOK,
+            component=versions.KWOK_COMPONENT,
             args=install + (f"sigs.k8s.io/kwok/cmd/kwok@{versions.KWOK}",),
             cwd=None,
             outputs=("kwok",),
         ),
         GoBuild(
-            label="helm " + versions.HELM,
+            component=versions.HELM_COMPONENT,
             args=("install", f"-ldflags={helm_ldflags()}", f"helm.sh/helm/v3/cmd/helm@{versions.HELM}"),
             cwd=None,
             outputs=("helm",),
         ),
         GoBuild(
-            label="training-operator " + versions.TRAINING_OPERATOR,
+            component=versions.TRAINING_OPERATOR_COMPONENT,
             args=install
             + (
                 f"{versions.TRAINING_OPERATOR_MODULE}/cmd/training-operator.v1"
@@ -109,6 +111,21 @@ def planned_builds() -> tuple[GoBuild, ...]:
             outputs=("training-operator.v1",),
             renames=(("training-operator.v1", "training-operator"),),
         ),
+        GoBuild(
+            component=versions.TRAINER_COMPONENT,
+            args=install
+            + (f"{versions.TRAINER_MODULE}/cmd/trainer-controller-manager@{versions.TRAINER}",),
+            cwd=None,
+            outputs=("trainer-controller-manager",),
+        ),
+        GoBuild(
+            # A wrapper module: `go install sigs.k8s.io/jobset@v0.12.0` asks the proxy for the
+            # module's version list (deprecation check), which the proxy refuses for jobset.
+            component=versions.JOBSET_COMPONENT,
+            args=("build", "-mod=readonly", "-ldflags=-s -w", "-o", "{out}/jobset", versions.JOBSET_MODULE),
+            cwd=GOMOD_DIR / "jobset",
+            outputs=("jobset",),
+        ),
     )
 
 
@@ -116,12 +133,18 @@ def cached_name(build: GoBuild, written: str) -> str:
     return dict(build.renames).get(written, written)
 
 
+def is_complete(bins: versions.Binaries, component: versions.Component) -> bool:
+    folder = bins.folder(component)
+    return all((folder / name).is_file() for name in component.binaries) and all(
+        (folder / "crds" / name).is_file() for name in component.crd_names())
+
+
 def missing_builds(bins: versions.Binaries) -> list[GoBuild]:
-    return [
-        build
-        for build in planned_builds()
-        if not all(bins.path(cached_name(build, name)).is_file() for name in build.outputs)
-    ]
+    wanted = set(bins.components)
+    return [build for build in planned_builds()
+            if build.component in wanted
+            and not all((bins.folder(build.component) / cached_name(build, name)).is_file()
+                        for name in build.outputs)]
 
 
 def go_executable() -> str:
@@ -129,8 +152,9 @@ def go_executable() -> str:
     if go is None:
         raise ToolchainMissing(
             "the Go toolchain is missing: `go` is not on PATH. The local control plane builds "
-            "kube-apiserver, etcd, kwok, helm and the training-operator from the Go module "
-            "proxy; install Go >= 1.26 (https://go.dev/dl/) and run again."
+            "kube-apiserver, etcd, kwok, helm, the training-operator (and for the trainjob "
+            "backend Kubeflow Trainer and JobSet) from the Go module proxy; install Go >= 1.26 "
+            "(https://go.dev/dl/) and run again."
         )
     return go
 
@@ -140,6 +164,7 @@ def check_pins() -> None:
     expected = {
         GOMOD_DIR / "kubernetes" / "go.mod": f"k8s.io/kubernetes {versions.KUBERNETES}",
         GOMOD_DIR / "etcd" / "go.mod": f"go.etcd.io/etcd/server/v3 {versions.ETCD}",
+        GOMOD_DIR / "jobset" / "go.mod": f"{versions.JOBSET_MODULE} {versions.JOBSET}",
     }
     for path, requirement in expected.items():
         if requirement not in path.read_text():
@@ -186,38 +211,76 @@ def failure_message(build: GoBuild, log: Path) -> str:
 
 
 def crd_path(bins: versions.Binaries, name: str) -> Path:
-    return bins.dir / "crds" / name
+    return bins.crd_path(name)
 
 
-def ensure_binaries(*, quiet: bool = False) -> versions.Binaries:
-    """Build whatever is missing from the cache folder and return it."""
-    bins = versions.binaries()
-    if not missing_builds(bins) and crd_path(bins, CRD_FILES[0]).is_file():
+def ensure_binaries(*, quiet: bool = False,
+                    components: tuple[versions.Component, ...] = versions.BASE_COMPONENTS) -> versions.Binaries:
+    """Build whatever `components` miss in their cache folders and return them."""
+    bins = versions.binaries(components)
+    if all(is_complete(bins, component) for component in components):
         return bins
-    bins.dir.mkdir(parents=True, exist_ok=True)
-    # Two sessions starting at once must not both spend twenty minutes building.
-    with (bins.dir.parent / f".{bins.dir.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for stale in bins.dir.parent.glob("build-*"):  # left by a build that was killed
-            if stale.is_dir():
+    bins.root.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as locks:
+        wait_for_legacy_build(bins, locks)
+        # Two sessions starting at once must not both spend twenty minutes building: one
+        # lock per component, taken in a fixed order.
+        for component in sorted(components, key=lambda c: c.key):
+            lock = locks.enter_context((bins.root / f".{component.key}.lock").open("w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in bins.root.glob(f"build-{component.key}-*"):  # left by a killed build
                 shutil.rmtree(stale, ignore_errors=True)
+            bins.folder(component).mkdir(exist_ok=True)
+        link_legacy_binaries(bins)
         todo = missing_builds(bins)
         if todo:
             run_builds(todo, bins, quiet=quiet)
-        if not crd_path(bins, CRD_FILES[0]).is_file():
-            copy_crds(bins)
+        for component in components:
+            if not is_complete(bins, component):
+                copy_crds(bins, component)
     return bins
 
 
-def copy_crds(bins: versions.Binaries) -> None:
-    """Keep the training-operator's CRDs next to its binary, so a warm start needs no Go."""
-    source = module_dir(versions.TRAINING_OPERATOR_MODULE, versions.TRAINING_OPERATOR)
-    target = bins.dir / "crds"
+def wait_for_legacy_build(bins: versions.Binaries, locks: contextlib.ExitStack) -> None:
+    """An older checkout may be building everything into the one legacy folder right now:
+    wait for it (its lock) rather than build Kubernetes a second time beside it."""
+    legacy_lock = bins.root / f".{versions.legacy_stack_key()}.lock"
+    if legacy_lock.exists():
+        lock = locks.enter_context(legacy_lock.open("r"))
+        fcntl.flock(lock, fcntl.LOCK_SH)
+
+
+def link_legacy_binaries(bins: versions.Binaries) -> None:
+    """Hard-link what the legacy all-in-one folder already has (an older checkout's build)
+    into the per-component folders; the legacy folder stays usable by older checkouts."""
+    legacy = bins.root / versions.legacy_stack_key()
+    if not legacy.is_dir():
+        return
+    for component in bins.components:
+        folder = bins.folder(component)
+        names = [*component.binaries, *(f"crds/{name}" for name in component.crd_names())]
+        for name in names:
+            source, target = legacy / name, folder / name
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp")
+                tmp.unlink(missing_ok=True)
+                try:
+                    os.link(source, tmp)
+                except OSError:  # another filesystem: copy instead
+                    shutil.copy2(source, tmp)
+                os.replace(tmp, target)
+
+
+def copy_crds(bins: versions.Binaries, component: versions.Component) -> None:
+    """Keep a controller's CRDs next to its binary, so a warm start needs no Go."""
+    target = bins.folder(component) / "crds"
     target.mkdir(exist_ok=True)
-    for name in CRD_FILES:
-        tmp = target / f".{name}.tmp"
-        shutil.copyfile(source / "manifests" / "base" / "crds" / name, tmp)
-        os.replace(tmp, target / name)
+    for module, path in component.crds:
+        source = module_dir(module, component.version) / path
+        tmp = target / f".{source.name}.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target / source.name)
 
 
 def run_builds(todo: list[GoBuild], bins: versions.Binaries, *, quiet: bool) -> None:
@@ -229,12 +292,12 @@ def run_builds(todo: list[GoBuild], bins: versions.Binaries, *, quiet: bool) -> 
             print(message, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="build-", dir=bins.dir.parent) as tmp:
+    with contextlib.ExitStack() as folders:
         running = []
-        for index, build in enumerate(todo):
-            out_dir = Path(tmp) / str(index)
-            out_dir.mkdir()
-            log = bins.dir.parent / f"build-{build.label.split()[0]}.log"
+        for build in todo:
+            key = build.component.key
+            out_dir = Path(folders.enter_context(tempfile.TemporaryDirectory(prefix=f"build-{key}-", dir=bins.root)))
+            log = bins.root / f"build-{key}.log"
             say(f"cluster: building {build.label} (log: {log})")
             running.append((build, out_dir, log, start(build, go, out_dir, log)))
         failures = []
@@ -243,11 +306,11 @@ def run_builds(todo: list[GoBuild], bins: versions.Binaries, *, quiet: bool) -> 
                 failures.append(failure_message(build, log))
                 continue
             for name in build.outputs:
-                os.replace(out_dir / name, bins.path(cached_name(build, name)))
+                os.replace(out_dir / name, bins.folder(build.component) / cached_name(build, name))
             say(f"cluster: built {build.label} ({time.monotonic() - started:.0f}s)")
         if failures:
             raise ToolchainMissing("\n\n".join(failures))
-    say(f"cluster: binaries ready in {bins.dir} ({time.monotonic() - started:.0f}s)")
+    say(f"cluster: binaries ready in {bins.root} ({time.monotonic() - started:.0f}s)")
 
 
 def module_dir(module: str, version: str) -> Path:

@@ -63,7 +63,7 @@ def is_healthy(layout: Layout) -> bool:
     """Every recorded process alive and the apiserver ready: safe to reuse as it is."""
     state = read_state(layout)
     components = state.get("components", {})
-    if state.get("bin_dir") != str(versions.binaries().dir) or set(components) != set(COMPONENTS):
+    if state.get("binaries") != versions.binaries().key or set(components) != set(COMPONENTS):
         return False
     if not all(processes.is_running(c["pid"], c["argv"][0]) for c in components.values()):
         return False
@@ -119,7 +119,7 @@ def default_service_account_exists(bins: versions.Binaries, layout: Layout) -> b
 def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[str, Any]:
     state: dict[str, Any] = {
         "started_by": started_by,
-        "bin_dir": str(bins.dir),
+        "binaries": bins.key,
         "ports": commandlines.pick_ports(),
         "components": {},
     }
@@ -258,7 +258,7 @@ def restart_apiserver(layout: Layout) -> None:
 
 
 def path_with_bins(bins: versions.Binaries) -> str:
-    return f"{bins.dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return f"{bins.search_path}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def kubectl_env(layout: Layout, bins: versions.Binaries) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""Pinned versions of every control-plane binary, and where their builds are cached."""
+"""Pinned versions of every control-plane binary, and where their builds are cached.
+
+One cache folder per component, named by that component's version
+(`~/.cache/speechtune/bin/kubernetes-v1.35.4/`, `.../trainer-v2.2.0/`, ...): bumping or
+adding one component builds only that component, never the ~25-minute Kubernetes build.
+"""
 
 from __future__ import annotations
 
@@ -14,36 +19,95 @@ HELM = "v3.20.2"
 # helm's release build derives it from its client-go (v0.35 for helm v3.20).
 HELM_KUBE_MINOR = "35"
 TRAINING_OPERATOR = "v1.9.4"  # Kubeflow training-operator v1 (PyTorchJob)
+TRAINER = "v2.2.0"  # Kubeflow Trainer v2 (TrainJob, ClusterTrainingRuntime)
+JOBSET = "v0.12.0"  # JobSet, which Trainer v2 runs a TrainJob's pods with
 
 TRAINING_OPERATOR_MODULE = "github.com/kubeflow/training-operator"
+TRAINER_MODULE = "github.com/kubeflow/trainer/v2"
+JOBSET_MODULE = "sigs.k8s.io/jobset"
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """Binaries built together from one Go module, cached in one folder per version."""
+
+    name: str
+    version: str
+    binaries: tuple[str, ...]
+    # CRD files kept next to the binaries, so a warm start needs no Go: (module, path in it)
+    crds: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def crd_names(self) -> tuple[str, ...]:
+        return tuple(Path(path).name for _, path in self.crds)
+
+
+KUBERNETES_COMPONENT = Component(
+    "kubernetes", KUBERNETES, ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"))
+ETCD_COMPONENT = Component("etcd", ETCD, ("etcd",))
+KWOK_COMPONENT = Component("kwok", KWOK, ("kwok",))
+HELM_COMPONENT = Component("helm", HELM, ("helm",))
+TRAINING_OPERATOR_COMPONENT = Component(
+    "training-operator", TRAINING_OPERATOR, ("training-operator",),
+    # Only PyTorchJob is served.
+    crds=((TRAINING_OPERATOR_MODULE, "manifests/base/crds/kubeflow.org_pytorchjobs.yaml"),))
+TRAINER_COMPONENT = Component(
+    "trainer", TRAINER, ("trainer-controller-manager",),
+    crds=tuple((TRAINER_MODULE, f"manifests/base/crds/trainer.kubeflow.org_{plural}.yaml")
+               for plural in ("clustertrainingruntimes", "trainingruntimes", "trainjobs")))
+JOBSET_COMPONENT = Component(
+    "jobset", JOBSET, ("jobset",),
+    crds=((JOBSET_MODULE, "config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"),))
+
+# What every local cluster runs; the trainjob backend adds TRAINJOB_COMPONENTS.
+BASE_COMPONENTS = (KUBERNETES_COMPONENT, ETCD_COMPONENT, KWOK_COMPONENT, HELM_COMPONENT,
+                   TRAINING_OPERATOR_COMPONENT)
+TRAINJOB_COMPONENTS = (TRAINER_COMPONENT, JOBSET_COMPONENT)
+ALL_COMPONENTS = BASE_COMPONENTS + TRAINJOB_COMPONENTS
 
 
 @dataclasses.dataclass(frozen=True)
 class Binaries:
-    """Paths of the binaries in one cache folder."""
+    """The cache folders of some components, and where each binary is."""
 
-    dir: Path
+    root: Path
+    components: tuple[Component, ...]
+
+    def folder(self, component: Component) -> Path:
+        return self.root / component.key
 
     def path(self, name: str) -> Path:
-        return self.dir / name
+        for component in self.components:
+            if name in component.binaries:
+                return self.folder(component) / name
+        raise KeyError(f"no component of {self.key} builds {name!r}")
+
+    def crd_path(self, name: str) -> Path:
+        for component in self.components:
+            if name in component.crd_names():
+                return self.folder(component) / "crds" / name
+        raise KeyError(f"no component of {self.key} carries the CRD {name!r}")
+
+    @property
+    def dirs(self) -> tuple[Path, ...]:
+        return tuple(self.folder(component) for component in self.components)
+
+    @property
+    def search_path(self) -> str:
+        """The folders as a PATH prefix (kubectl, helm, ...)."""
+        return os.pathsep.join(str(folder) for folder in self.dirs)
+
+    @property
+    def key(self) -> str:
+        return "+".join(component.key for component in self.components)
 
 
-# Every binary the control plane needs; the build groups them by Go module.
-ALL_BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kwok",
-    "helm",
-    "training-operator",
-)
-
-
-def stack_key() -> str:
-    """One folder name per combination of pinned versions: bumping a pin builds afresh
-    (and Go's build cache keeps that cheap), an old folder is never reused by mistake."""
+def legacy_stack_key() -> str:
+    """The single folder of every binary that earlier checkouts built (all versions in one
+    name): its binaries are linked into the per-component folders instead of rebuilt."""
     return (
         f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}_helm-{HELM}"
         f"_trainingop-{TRAINING_OPERATOR}"
@@ -55,5 +119,5 @@ def cache_root() -> Path:
     return Path(base) / "speechtune" / "bin"
 
 
-def binaries() -> Binaries:
-    return Binaries(dir=cache_root() / stack_key())
+def binaries(components: tuple[Component, ...] = BASE_COMPONENTS) -> Binaries:
+    return Binaries(root=cache_root(), components=components)
