@@ -133,6 +133,8 @@ FIELD_CASES: dict[str, tuple[str, Callable[[dict[str, Any]], None], str, str]] =
                             "spec.training.overrides.spm_vocab_size", "in [4"),
     "sb spm_model escapes": ("demo.yaml", lambda d: d["spec"]["training"]["overrides"].update(
         tokenizer="spm", spm_model="../../x.model"), "spec.training.overrides.spm_model", "'..'"),
+    "sb spm_model without volume": ("demo.yaml", lambda d: d["spec"]["training"]["overrides"].update(
+        tokenizer="spm", spm_model="tok/spm.model"), "spec.training.overrides.spm_model", "model volume"),
     "sb spm_model number": ("demo.yaml", _set("spec/training/overrides/spm_model", 5),
                             "spec.training.overrides.spm_model", "expected str"),
     "sb time_masks -1": ("demo.yaml", _set("spec/training/overrides/time_masks", -1),

@@ -141,6 +141,9 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
 def check_spec(spec: Mapping[str, Any]) -> list[str]:
     """`SPEC_CHECKS` entry: validates the overrides and notes what will run."""
     model, train = from_spec(spec)
+    if model.spm_model and not model.spm_model.startswith("/") and not (spec.get("model") or {}).get("volume"):
+        raise ValueError("spec.training.overrides.spm_model: a relative path resolves against the model volume; "
+                         "set spec.model.volume.claimName or give an absolute path")
     training = spec.get("training") or {}
     peft = (training.get("peft") or {}).get("method", "none")
     if peft not in ("none", "lora"):
