@@ -54,7 +54,7 @@ YAML_CASES: dict[str, tuple[str | bytes, str]] = {
     "empty file": ("", "(document): expected a FinetuneJob mapping"),
     "a list": ("- 1\n- 2\n", "(document): expected a FinetuneJob mapping"),
     "tabs and broken indentation": ("apiVersion: x\n\tkind: y\n", "(yaml)"),
-    "over 1 MiB": ("# " + "x" * (strict_yaml.MAX_BYTES + 10) + "\n", "at most 1048576"),
+    "over 1 MiB": ("# " + "x" * (strict_yaml.MAX_BYTES + 10) + "\n", "larger than 1048576 bytes"),
     "learningRate .nan": (DEMO_TEXT.replace("learningRate: 1.0e-3", "learningRate: .nan"),
                           "spec.training.learningRate: nan is not a finite number"),
     "gradientClipVal .inf": (DEMO_TEXT.replace("gradientClipVal: 5.0", "gradientClipVal: .inf"),

@@ -54,7 +54,7 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs h
 def load(text: bytes | str) -> Any:
     """One YAML document as plain JSON-like values; raises YamlProblem."""
     if len(text) > MAX_BYTES:
-        raise YamlProblem(0, f"{len(text)} bytes; a job file holds at most {MAX_BYTES} (1 MiB)")
+        raise YamlProblem(0, f"larger than {MAX_BYTES} bytes; a job file holds at most 1 MiB (a ConfigMap's limit)")
     if isinstance(text, bytes):
         raw = text
         try:
