@@ -245,3 +245,18 @@ def test_a_pickled_command_in_a_checkpoint_is_not_run(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="Weights only load failed"):
         nemo_export.load_lightning_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_a_port_in_use_is_one_line_and_leaves_no_run_folder(volume: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    use(monkeypatch, FakeEngine())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = cli.main([*run_cli(volume)[:-2], "--metrics-port", str(port)])
+    line = one_line(capsys.readouterr().err)
+    assert code == 1 and line == f"speechtune: metrics 127.0.0.1:{port}: Address already in use (EADDRINUSE)"
+    assert not (volume / "runs" / "tiny").exists() or not any((volume / "runs" / "tiny").iterdir())

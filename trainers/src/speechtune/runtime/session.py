@@ -137,7 +137,8 @@ def start_metrics_server(metrics: run_metrics.TrainingMetrics, port: int | None,
         return run_metrics.MetricsServer(metrics, port=chosen, host=host)
     except OSError as error:
         if port is not None or run_metrics.PORT_ENV in environ or error.errno != errno.EADDRINUSE:
-            raise
+            # Named like a file, so the CLI's one line says which address failed.
+            raise OSError(error.errno, error.strerror, f"metrics {host}:{chosen}") from None
         console.line(f"metrics: port {chosen} is in use; using a free port")
         return run_metrics.MetricsServer(metrics, port=0, host=host)
 
@@ -150,21 +151,21 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     notes = engine_notes(job_spec)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
-    folder = run_folder(job, mounts, options)  # 3.
-    if primary:
-        folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
     metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=str(job_spec["engine"]))
-    server = None
-    if primary:
-        server = start_metrics_server(metrics, options.metrics_port, console, host=options.metrics_host)
-        (options.on_metrics_url or (lambda url: console.line(f"metrics: {url}")))(server.url)
+    # 3. the server first: a port in use then leaves no half-made run folder behind
+    server = start_metrics_server(metrics, options.metrics_port, console, host=options.metrics_host) if primary else None
     try:
+        folder = run_folder(job, mounts, options)
+        if primary:
+            folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
         reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
                                          console=console, primary=primary)
     except BaseException:
         if server:
             server.stop()
         raise
+    if server:
+        (options.on_metrics_url or (lambda url: console.line(f"metrics: {url}")))(server.url)
     warnings = [str(problem) for problem in report.problems[:20]]  # fatal ones raised already
     for line in [*notes, *warnings, *check.format_summary(report.summary)]:
         reporter.log(line)
