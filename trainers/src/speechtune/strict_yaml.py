@@ -10,6 +10,7 @@ any validation walks it. Pure PyYAML, no torch: the operator's admission webhook
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -34,6 +35,20 @@ class YamlProblem(ValueError):
 class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs here
     """The pure-Python safe loader (its recursion ends in RecursionError, which we catch;
     libyaml's C composer has no depth limit) with duplicate keys refused."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # Bounded here, while composing: Python's recursion limit would stop it only after
+        # ~1000 levels and seconds of work.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlProblem(self.peek_event().start_mark.line + 1,
+                                  f"nested too deeply (more than {MAX_DEPTH} levels)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -62,6 +77,7 @@ def load(text: bytes | str) -> Any:
         except UnicodeDecodeError as error:
             line = raw[: error.start].count(b"\n") + 1
             raise YamlProblem(line, f"not UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start})") from None
+    _check_flow_depth(text)
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -81,6 +97,28 @@ def load(text: bytes | str) -> Any:
         raise YamlProblem(0, f"nested too deeply (at most {MAX_DEPTH} levels)") from None
     finally:
         loader.dispose()
+
+
+_QUOTED_OR_BRACKET = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*|[\[\]{}\n]")
+
+
+def _check_flow_depth(text: str) -> None:
+    """`[[[[...` in flow style: PyYAML's scanner looks up to 1024 characters ahead for a
+    simple key at every bracket (about a second of work), so deep flow nesting is refused
+    from the brackets alone, skipping quoted strings and comments."""
+    depth = line = 0
+    for match in _QUOTED_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token == "\n":
+            line += 1
+        elif token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlProblem(line + 1, f"nested too deeply (more than {MAX_DEPTH} levels)")
+        elif token in "]}":
+            depth = max(0, depth - 1)
+        else:
+            line += token.count("\n")
 
 
 def _check_size(root: yaml.Node) -> None:
