@@ -260,3 +260,13 @@ def test_a_port_in_use_is_one_line_and_leaves_no_run_folder(volume: Path, monkey
     line = one_line(capsys.readouterr().err)
     assert code == 1 and line == f"speechtune: metrics 127.0.0.1:{port}: Address already in use (EADDRINUSE)"
     assert not (volume / "runs" / "tiny").exists() or not any((volume / "runs" / "tiny").iterdir())
+
+
+def test_a_sweep_refuses_a_bad_grid_point_before_running_any(volume: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    use(monkeypatch, FakeEngine())
+    code = cli.main(["sweep", str(job_file(volume)), "--volume", f"d={volume / 'data'}", "--volume",
+                     f"r={volume / 'runs'}", "--set", "overrides.kernel_size=15,14", "--metrics-port", "0"])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and "spec.training.overrides.kernel_size: must be odd, got 14" in line
+    assert not (volume / "runs" / "tiny").exists()

@@ -218,8 +218,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         grid = sweeps.parse_grid(args.grid)
     except ValueError as error:
         return _fail(str(error))
-    return sweeps.run_grid(job, mounts, grid, csv=args.csv, stage=args.stage, max_steps=args.max_steps,
-                           metrics_port=args.metrics_port)
+    try:
+        return sweeps.run_grid(job, mounts, grid, csv=args.csv, stage=args.stage, max_steps=args.max_steps,
+                               metrics_port=args.metrics_port)
+    except ValueError as error:  # a grid point the CRD or the engine refuses, bad data
+        return _fail(str(error))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

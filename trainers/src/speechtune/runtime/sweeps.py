@@ -44,8 +44,8 @@ def points(grid: Grid) -> list[dict[str, Any]]:
 
 
 def with_settings(job: specs.Job, settings: dict[str, Any], *, csv: str) -> specs.Job:
-    """The job with spec.training.<key> set for each setting, validated again (a grid
-    value the CRD refuses fails here, naming the field)."""
+    """The job with spec.training.<key> set for each setting, checked again like a job
+    file (a grid value the CRD or the engine refuses fails here, naming the field)."""
     obj = job.to_object()
     for key, value in settings.items():
         node = obj["spec"].setdefault("training", {})
@@ -54,15 +54,16 @@ def with_settings(job: specs.Job, settings: dict[str, Any], *, csv: str) -> spec
             node = node.setdefault(part, {})
         node[leaf] = copy.deepcopy(value)
     obj["spec"].setdefault("output", {}).setdefault("sweepCsv", csv)
-    return specs.validate(obj, source=f"{job.source} with {settings}")
+    return specs.check(obj, source=f"{job.source} with {settings}").job
 
 
 def run_grid(job: specs.Job, mounts: volumes.Mounts, grid: Grid, *, csv: str, stage: str,
              max_steps: int | None, metrics_port: int | None) -> int:
     stamp = time.strftime("%Y%m%d_%H%M%S")
     worst = 0
-    for index, settings in enumerate(points(grid) or [{}]):
-        point = with_settings(job, settings, csv=csv)
+    grid_points = points(grid) or [{}]
+    jobs = [with_settings(job, settings, csv=csv) for settings in grid_points]  # all checked before any runs
+    for index, (settings, point) in enumerate(zip(grid_points, jobs)):
         label = ",".join(f"{k}={v}" for k, v in settings.items()) or "as written"
         print(f"sweep {index + 1}: {label}")
         outcome = session.run(point, mounts, session.Options(
