@@ -159,7 +159,23 @@ class TestManifests:
         problems = manifests.language_problems(manifests.read(path), text_languages=["en", "de"],
                                                prompt_tokens={"<|en|>", "<|de|>"})
         assert any("target_lang 'fr' has no tokenizer" in p for p in problems)
-        assert any("no <|fr|> token" in p for p in problems)
+        assert any("language 'fr' needs the special token <|fr|>" in p for p in problems)
+
+    def test_every_prompt_token_of_a_row_is_checked(self, tmp_path: Path) -> None:
+        """A unified tokenizer (text_languages None) writes every language; the prompt's
+        task and flag tokens are checked against the vocabulary like the languages."""
+        path = self._write(tmp_path / "m.json", [
+            {"audio_filepath": "a.wav", "duration": 1.0, "text": "x", "source_lang": "en", "target_lang": "de",
+             "taskname": "ast", "pnc": "no", "itn": "yes"}])
+        rows = manifests.read(path)
+        canary2 = {"<|startofcontext|>", "<|startoftranscript|>", "<|endoftext|>", "<|en|>", "<|de|>", "<|nopnc|>",
+                   "<|notimestamp|>", "<|nodiarize|>", "<|emo:undefined|>"}
+        problems = manifests.language_problems(rows, text_languages=None, prompt_tokens=canary2)
+        assert problems == [f"{path}:1: itn 'yes' needs the special token <|itn|>, which the model's vocabulary lacks"]
+        canary1 = {"<|startoftranscript|>", "<|endoftext|>", "<|en|>", "<|de|>", "<|nopnc|>", "<|transcribe|>"}
+        problems = manifests.language_problems(rows, text_languages=None, prompt_tokens=canary1, prompt_format="canary")
+        assert problems == [f"{path}:1: taskname 'ast' needs the special token <|translate|>, which the model's "
+                            "vocabulary lacks"]
 
     def test_pnc_default_only_for_manifests_without_it(self, tmp_path: Path) -> None:
         with_pnc = manifests.read(self._write(tmp_path / "a.json", [{"text": "x", "pnc": "no"}]))

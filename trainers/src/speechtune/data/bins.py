@@ -142,12 +142,17 @@ def tokenizers_of_nemo(model_file: Path, out_dir: Path) -> Path:
 
 
 def load_canary_tokenizer(tokenizer_dir: Path) -> Any:
-    """CanaryTokenizer from a folder of per-language folders (`spl_tokens`, `en`, ...), as
-    written by `save_tokenizers` or the nemo-canary engine (<run>/nemo/tokenizers)."""
+    """The Canary tokenizer in a folder as `save_tokenizers` or the nemo-canary engine
+    (<run>/nemo/tokenizers) writes it: a unified SentencePiece model with the special
+    tokens inside (canary-1b-v2: CanaryBPETokenizer), or per-language folders
+    (`spl_tokens`, `en`, ...: CanaryTokenizer)."""
     from nemo.collections.common.tokenizers import CanaryTokenizer, SentencePieceTokenizer
+    from nemo.collections.common.tokenizers.canary_tokenizer import CanaryBPETokenizer
 
     if not tokenizer_dir.is_dir():
         raise ValueError(f"{tokenizer_dir}: not a tokenizer folder (or a .nemo file)")
+    if (tokenizer_dir / "tokenizer.model").is_file():
+        return CanaryBPETokenizer(str(tokenizer_dir / "tokenizer.model"))
     langs = {p.name: p for p in sorted(tokenizer_dir.iterdir()) if (p / "tokenizer.model").is_file()}
     if "spl_tokens" not in langs:
         raise ValueError(f"{tokenizer_dir}: expected a spl_tokens/ folder next to the per-language tokenizers")

@@ -15,6 +15,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from speechtune.engines.nemo_canary import tokenizers
+
 PROMPT_FORMATS = ("canary2", "canary")
 
 # Prompt slots a manifest row may carry (canary2); the prompt formatter fills the rest.
@@ -484,15 +486,26 @@ def point_datasets(
             ds["batch_size"] = train_ds.get("batch_size") or 8
 
 
-def point_tokenizers(model: dict[str, Any], tokenizer_dirs: Mapping[str, Path]) -> None:
-    """Aggregate tokenizer: `spl_tokens` plus one SentencePiece model per language, at the
-    extracted (or freshly built) folders; vocab and head sizes stay automatic."""
-    tok = model["tokenizer"]
-    tok["dir"] = None
-    tok["type"] = "agg"
-    tok["langs"] = {lang: {"dir": str(path), "type": "bpe"} for lang, path in tokenizer_dirs.items()}
+def point_tokenizers(model: dict[str, Any], tokenizer: tokenizers.ModelTokenizer) -> None:
+    """Points the config at the extracted (or freshly built) tokenizer files: a unified
+    SentencePiece folder with its wrapper class (canary-1b-v2), or the aggregate's
+    `spl_tokens` plus one folder per language. Vocab and head sizes stay automatic."""
+    if tokenizer.unified is not None:
+        model["tokenizer"] = {"dir": str(tokenizer.unified), "type": "bpe",
+                              "custom_tokenizer": {"_target_": tokenizer.custom_tokenizer}}
+    else:
+        tok = model["tokenizer"]
+        for key in ("model_path", "vocab_path", "spe_tokenizer_vocab"):
+            tok.pop(key, None)  # `nemo:` entries of a monolingual tokenizer
+        tok["dir"] = None
+        tok["type"] = "agg"
+        tok["langs"] = {lang: {"dir": str(path), "type": "bpe"} for lang, path in tokenizer.langs.items()}
+        tok.setdefault("custom_tokenizer", {"_target_": _AGGREGATE_CLASS, "tokenizer": None})
     model["transf_decoder"]["config_dict"]["vocab_size"] = None
     model["head"]["num_classes"] = None
+
+
+_AGGREGATE_CLASS = "nemo.collections.common.tokenizers.canary_tokenizer.CanaryTokenizer"
 
 
 def ensure_sequence_length(model: dict[str, Any], needed_tokens: int) -> None:

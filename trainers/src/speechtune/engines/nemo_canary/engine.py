@@ -84,7 +84,10 @@ def pretrained_config(model: Any) -> dict[str, Any]:
     assert isinstance(own, dict)
     cfg = nemo_config.base_config()
     for key in ("train_ds", "validation_ds", "test_ds"):
-        own[key] = {**cfg["model"][key], **(own.get(key) or {})}
+        # The published configs keep the data NVIDIA trained on (cluster paths, buckets
+        # sized for their GPUs); as in the tutorial's Approach A, the job's own sections
+        # replace them, and overrides tune them.
+        own[key] = cfg["model"][key]
     own.setdefault("multitask_metrics_cfg", cfg["model"]["multitask_metrics_cfg"])
     own["restore_timestamps_model"] = False
     own.pop("init_from_nemo_model", None)
@@ -133,20 +136,19 @@ def _raise_problems(problems: Sequence[str], what: str) -> None:
         raise ValueError(f"nemo-canary {what}:\n  {shown}{more}")
 
 
-def max_label_tokens(tokenizer_dirs: Mapping[str, Path], rows: Sequence[manifests.Row]) -> int:
-    """Longest transcript in tokens of its target language's SentencePiece model."""
+def max_label_tokens(tokenizer: tokenizers.ModelTokenizer, rows: Sequence[manifests.Row]) -> int:
+    """Longest transcript in tokens of the SentencePiece model that writes its language."""
     import sentencepiece
 
-    processors = {
-        lang: sentencepiece.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
-        for lang, path in tokenizer_dirs.items()
-        if lang != tokenizers.SPECIAL
-    }
+    processors: dict[Path, Any] = {}
     longest = 0
     for row in rows:
-        processor = processors.get(row.target_lang or "")
-        if processor is not None:
-            longest = max(longest, len(processor.encode(row.text)))
+        model_file = tokenizer.text_model(row.target_lang)
+        if model_file is None:
+            continue
+        if model_file not in processors:
+            processors[model_file] = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+        longest = max(longest, len(processors[model_file].encode(row.text)))
     return longest
 
 
@@ -159,10 +161,11 @@ class NemoCanaryEngine:
         self.trainer: Any = None
         self._report: Any = None
         self._stop: Any = None
+        self.tokenizer_kind = ""
 
     # -- prepare -------------------------------------------------------------------------
 
-    def build_config(self, ctx: base.RunContext) -> tuple[dict[str, Any], dict[str, Path]]:
+    def build_config(self, ctx: base.RunContext) -> tuple[dict[str, Any], tokenizers.ModelTokenizer]:
         """The full NeMo config and the tokenizer folders, after every manifest passed."""
         spec = ctx.spec
         work = ctx.run_dir / "nemo"
@@ -209,12 +212,12 @@ class NemoCanaryEngine:
 
         # 3. tokenizers: extracted from the pretrained model, or built from training text
         if pretrained is not None:
-            dirs = tokenizers.extract(pretrained, work / "tokenizers")
+            tokenizer = tokenizers.extract(pretrained, work / "tokenizers")
             del pretrained
         else:
             train_rows = [row for path, _ in train_inputs for row in rows_by_path[path]]
             builder = cfg["lang_tokenizers"]
-            dirs = tokenizers.build_from_texts(
+            tokenizer = tokenizers.ModelTokenizer(langs=tokenizers.build_from_texts(
                 work / "tokenizers",
                 texts_by_language=manifests.texts_by_target_language(train_rows),
                 prompt_languages=manifests.prompt_languages(all_rows),
@@ -222,20 +225,21 @@ class NemoCanaryEngine:
                 vocab_size=int(builder["vocab_size"]),
                 kind=str(builder.get("type", "bpe")),
                 extra_special=list(cfg["spl_tokens"].get("extra_tokens") or []),
-            )
-        if tokenizers.SPECIAL not in dirs:
-            raise ValueError(f"model tokenizer has no {tokenizers.SPECIAL} (not an aggregate Canary tokenizer)")
+            ))
+        # Every special token a row's prompt needs (languages, task, flags) must exist.
+        slot_defaults = {"pnc": str(data["pnc"])} if data.get("pnc") else {}
         _raise_problems(
             manifests.language_problems(
                 all_rows,
-                text_languages=[lang for lang in dirs if lang != tokenizers.SPECIAL],
-                prompt_tokens=tokenizers.special_vocabulary(dirs[tokenizers.SPECIAL]),
+                text_languages=tokenizer.text_languages,
+                prompt_tokens=tokenizers.special_vocabulary(tokenizer.special_dir),
+                prompt_format=prompt_format,
+                slot_defaults=slot_defaults,
             ),
             "manifest check failed",
         )
 
         # 4. point the config at data and tokenizers
-        slot_defaults = {"pnc": str(data["pnc"])} if data.get("pnc") else {}
 
         def as_input(path: Path, weight: float = 1.0) -> nemo_config.ManifestInput:
             tags = manifests.missing_slot_tags(rows_by_path[path], slot_defaults)
@@ -247,10 +251,10 @@ class NemoCanaryEngine:
             validation=as_input(ctx.data.validation),
             test=as_input(ctx.data.test) if ctx.data.test else None,
         )
-        nemo_config.point_tokenizers(model, dirs)
+        nemo_config.point_tokenizers(model, tokenizer)
         if not model.get("prompt_defaults"):
             model["prompt_defaults"] = default_prompt(data, prompt_format)
-        needed = PROMPT_TOKENS[prompt_format] + CONTEXT_TOKEN_ALLOWANCE + max_label_tokens(dirs, all_rows) + 1
+        needed = PROMPT_TOKENS[prompt_format] + CONTEXT_TOKEN_ALLOWANCE + max_label_tokens(tokenizer, all_rows) + 1
         nemo_config.ensure_sequence_length(model, needed)
         if source is None:
             nemo_config.fill_derived_sizes(model)
@@ -264,7 +268,7 @@ class NemoCanaryEngine:
                 # On a CPU the bucket-filling thread competes with training for the same cores.
                 model["train_ds"]["concurrent_bucketing"] = False
         cfg["name"] = cfg["exp_manager"]["name"] = ctx.name
-        return cfg, dirs
+        return cfg, tokenizer
 
     def prepare(self, ctx: base.RunContext) -> None:
         if ctx.max_steps == 0:
@@ -277,8 +281,9 @@ class NemoCanaryEngine:
 
         from speechtune.engines.nemo_canary import callbacks
 
-        cfg, _ = self.build_config(ctx)
+        cfg, tokenizer = self.build_config(ctx)
         self.config = cfg
+        self.tokenizer_kind = tokenizer.describe()
         work = ctx.run_dir / "nemo"
         work.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(cfg), work / "config.yaml")
@@ -301,7 +306,7 @@ class NemoCanaryEngine:
         ctx.reporter.set_max_steps(int(cfg["trainer"]["max_steps"]))
         ctx.reporter.log(
             f"nemo-canary: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, "
-            f"prompt {cfg['model']['prompt_format']}, tokenizers {', '.join(cfg['model']['tokenizer']['langs'])}"
+            f"prompt {cfg['model']['prompt_format']}, tokenizer {tokenizer.describe()}"
         )
 
     def prepare_evaluation(self, ctx: base.RunContext) -> None:
@@ -353,7 +358,7 @@ class NemoCanaryEngine:
         return {
             "model": "EncDecMultiTaskModel (FastConformer encoder + Transformer decoder)",
             "prompt_format": model_cfg.get("prompt_format"),
-            "tokenizer": "aggregate: " + ", ".join(model_cfg.get("tokenizer", {}).get("langs", {})),
+            "tokenizer": self.tokenizer_kind,
             "vocab_size": int(self.model.tokenizer.vocab_size),
             "parameters": sum(p.numel() for p in parameters),
             "trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
@@ -452,4 +457,6 @@ def _default_slots(model: Any) -> dict[str, Any]:
     if not isinstance(turns, list):
         return {}
     user = [turn for turn in turns if isinstance(turn, dict) and turn.get("role") == "user"]
-    return dict(user[0].get("slots") or {}) if user else {}
+    slots = dict(user[0].get("slots") or {}) if user else {}
+    # A YAML boolean (`itn: false`) is not a value the prompt formatter accepts.
+    return {key: ("yes" if value else "no") if isinstance(value, bool) else value for key, value in slots.items()}

@@ -67,26 +67,73 @@ def prompt_problems(rows: Iterable[Row], *, prompt_format: str) -> list[str]:
 
 
 def language_problems(
-    rows: Iterable[Row], *, text_languages: Iterable[str], prompt_tokens: set[str] | None
+    rows: Iterable[Row], *, text_languages: Iterable[str] | None, prompt_tokens: set[str] | None,
+    prompt_format: str = "canary2", slot_defaults: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """A target language needs its own text tokenizer; a source language needs a `<|xx|>`
-    special token (when the special vocabulary is known). One line per language and file."""
-    known = set(text_languages)
+    """A target language needs a text tokenizer (aggregate; `text_languages` None: one
+    unified tokenizer writes every language); every special token the row's prompt
+    needs (languages, task, pnc/itn/timestamp/diarize, emotion) must be in the special
+    vocabulary (when known), named when missing. One line per token and file."""
+    known = set(text_languages) if text_languages is not None else None
     problems: dict[tuple[Path, str, str], str] = {}
     for row in rows:
-        target, source = row.target_lang, row.source_lang
-        if target is not None and target not in known:
+        target = row.target_lang
+        if target is not None and known is not None and target not in known:
             problems.setdefault(
                 (row.path, "target", target),
                 f"{row.where}: target_lang {target!r} has no tokenizer (tokenizers: {', '.join(sorted(known))})",
             )
-        for lang in (source, target):
-            if lang is not None and prompt_tokens is not None and f"<|{lang}|>" not in prompt_tokens:
+        if prompt_tokens is None:
+            continue
+        for slot, token in prompt_tokens_of(row, prompt_format, slot_defaults or {}):
+            if token not in prompt_tokens:
+                what = f"language {row.fields.get(slot)!r}" if slot.endswith("_lang") else f"{slot} {row.fields.get(slot, token)!r}"
                 problems.setdefault(
-                    (row.path, "prompt", lang),
-                    f"{row.where}: language {lang!r} has no <|{lang}|> token in the special tokenizer",
+                    (row.path, "prompt", token),
+                    f"{row.where}: {what} needs the special token {token}, which the model's vocabulary lacks",
                 )
     return list(problems.values())
+
+
+# How NeMo's prompt formatters (nemo/collections/common/prompts/canary.py, canary2.py) map
+# manifest values to special tokens; restated here so the check runs before NeMo loads.
+_TRUE = {"yes", "Yes", "true", "True", "1"}
+_TASKS = {"asr": "<|transcribe|>", "transcribe": "<|transcribe|>", "ast": "<|translate|>",
+          "translate": "<|translate|>", "s2t_translation": "<|translate|>"}
+_CANARY2_FIXED = ("<|startofcontext|>", "<|startoftranscript|>", "<|endoftext|>")
+_CANARY2_FLAGS = {"pnc": "<|pnc|>", "itn": "<|noitn|>", "timestamp": "<|notimestamp|>", "diarize": "<|nodiarize|>"}
+
+
+def _as_token(value: Any) -> str:
+    text = str(value)
+    return text if text.startswith("<|") and text.endswith("|>") else f"<|{text}|>"
+
+
+def _flag(slot: str, value: Any) -> str:
+    text = str(value)
+    if text in (f"<|{slot}|>", f"<|no{slot}|>"):
+        return text
+    return f"<|{slot}|>" if text in _TRUE or text == slot or value is True else f"<|no{slot}|>"
+
+
+def prompt_tokens_of(row: Row, prompt_format: str, defaults: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(slot, special token) pairs the prompt of `row` is made of."""
+    fields = {**defaults, **row.fields}
+    tokens: list[tuple[str, str]] = [("source_lang", _as_token(fields["source_lang"]))] if fields.get("source_lang") else []
+    if fields.get("target_lang"):
+        tokens.append(("target_lang", _as_token(fields["target_lang"])))
+    if prompt_format == "canary":
+        tokens += [("prompt", "<|startoftranscript|>"), ("prompt", "<|endoftext|>")]
+        slot = "taskname" if fields.get("taskname") else "task"
+        if fields.get(slot):
+            tokens.append((slot, _TASKS.get(str(fields[slot]), _as_token(fields[slot]))))
+        tokens.append(("pnc", _flag("pnc", fields.get("pnc", "yes"))))
+        return tokens
+    tokens += [("prompt", token) for token in _CANARY2_FIXED]
+    for slot, default in _CANARY2_FLAGS.items():
+        tokens.append((slot, _flag(slot, fields[slot]) if slot in fields else default))
+    tokens.append(("emotion", _as_token(fields.get("emotion") or "emo:undefined")))
+    return tokens
 
 
 def texts_by_target_language(rows: Iterable[Row]) -> dict[str, list[str]]:

@@ -1,13 +1,20 @@
-"""Canary tokenizers: the special-token model plus one SentencePiece model per language.
+"""Canary tokenizers, in the two kinds the published checkpoints use.
+
+- aggregate (canary-1b, canary-1b-flash, canary-180m-flash, and every model trained from
+  scratch here): a special-token SentencePiece model (`spl_tokens`) plus one per language,
+  config `{type: agg, langs: {...}, custom_tokenizer: CanaryTokenizer}`;
+- unified (canary-1b-v2): ONE SentencePiece model with the special tokens inside it,
+  config `{type: bpe, dir, custom_tokenizer: CanaryBPETokenizer}`.
 
 Either extracted from a pretrained model (`save_tokenizers`, Approach A) or built from the
-job's transcripts when training from scratch. Each folder holds `tokenizer.model` and
-`vocab.txt` (NeMo refuses a SentencePiece folder without the latter).
+job's transcripts when training from scratch (aggregate only). Each folder holds
+`tokenizer.model` and `vocab.txt` (NeMo refuses a SentencePiece folder without the latter).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -15,6 +22,42 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 SPECIAL = "spl_tokens"
+UNIFIED_CLASS = "nemo.collections.common.tokenizers.canary_tokenizer.CanaryBPETokenizer"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTokenizer:
+    """Where a Canary's tokenizer files are, and which kind it is."""
+
+    langs: Mapping[str, Path]  # aggregate: spl_tokens + one folder per language; unified: empty
+    unified: Path | None = None  # the one folder of a unified tokenizer
+    custom_tokenizer: str = UNIFIED_CLASS  # unified: the wrapper class named by the model's config
+
+    @property
+    def special_dir(self) -> Path:
+        """The SentencePiece model that holds the prompt tokens."""
+        if self.unified is not None:
+            return self.unified
+        if SPECIAL not in self.langs:
+            raise ValueError(f"the model's aggregate tokenizer has no {SPECIAL} (languages: {', '.join(self.langs)})")
+        return self.langs[SPECIAL]
+
+    @property
+    def text_languages(self) -> list[str] | None:
+        """Languages with their own text tokenizer; None: the unified model writes all."""
+        return None if self.unified is not None else [lang for lang in self.langs if lang != SPECIAL]
+
+    def text_model(self, language: str | None) -> Path | None:
+        """The SentencePiece model a transcript in `language` is tokenized with."""
+        if self.unified is not None:
+            return self.unified / "tokenizer.model"
+        folder = self.langs.get(language or "")
+        return folder / "tokenizer.model" if folder is not None and language != SPECIAL else None
+
+    def describe(self) -> str:
+        if self.unified is not None:
+            return f"unified ({self.custom_tokenizer.rsplit('.', 1)[-1]})"
+        return "aggregate: " + ", ".join(self.langs)
 
 # The generic Canary-2 special tokens, as NeMo's build_canary_2_special_tokenizer.py lists them.
 _CANARY2_GENERIC = [
@@ -116,24 +159,36 @@ def build_from_texts(
     return dirs
 
 
-def extract(model: object, out_dir: Path) -> dict[str, Path]:
-    """Approach A: writes the pretrained model's tokenizers to out_dir/<lang>/ and returns them."""
+def extract(model: object, out_dir: Path) -> ModelTokenizer:
+    """Approach A: writes the pretrained model's tokenizer files below out_dir, as
+    `save_tokenizers` lays them out: out_dir/<lang>/ for an aggregate tokenizer, straight
+    into out_dir for a unified one (canary-1b-v2)."""
     from omegaconf import open_dict
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer_cfg = model.cfg.tokenizer  # type: ignore[attr-defined]
+    kind = str(tokenizer_cfg.get("type") or "").lower()
     # A restored model keeps its original `dir` next to the `nemo:` file entries; when that
     # folder still exists locally, save_tokenizers tries to copy it as a file. The packed
     # files are what we want, so the throwaway pretrained model forgets the old folders.
-    langs = model.cfg.tokenizer.get("langs") or {}  # type: ignore[attr-defined]
-    for lang in langs:
-        with open_dict(langs[lang]):
-            langs[lang].pop("dir", None)
+    langs = tokenizer_cfg.get("langs") or {}
+    sections = [langs[lang] for lang in langs] if kind == "agg" else [tokenizer_cfg]
+    for section in sections:
+        with open_dict(section):
+            section.pop("dir", None)
     model.save_tokenizers(str(out_dir))  # type: ignore[attr-defined]
-    return {p.name: p for p in sorted(out_dir.iterdir()) if p.is_dir() and (p / "tokenizer.model").exists()}
+    if kind != "agg":
+        if kind != "bpe" or not (out_dir / "tokenizer.model").is_file():
+            raise ValueError(f"model tokenizer type {kind!r}: a Canary needs a SentencePiece (bpe) or aggregate tokenizer")
+        custom = (tokenizer_cfg.get("custom_tokenizer") or {}).get("_target_") or UNIFIED_CLASS
+        return ModelTokenizer(langs={}, unified=out_dir, custom_tokenizer=str(custom))
+    return ModelTokenizer(
+        langs={p.name: p for p in sorted(out_dir.iterdir()) if p.is_dir() and (p / "tokenizer.model").exists()}
+    )
 
 
 def special_vocabulary(special_dir: Path) -> set[str]:
-    """The pieces of a special-token model (to check that `<|xx|>` prompt tokens exist)."""
+    """The pieces of the model holding the prompt tokens (to check that `<|xx|>` exist)."""
     import sentencepiece
 
     processor = sentencepiece.SentencePieceProcessor(model_file=str(special_dir / "tokenizer.model"))
