@@ -10,7 +10,7 @@ import pytest
 
 from speechtune.data import bins
 from speechtune.engines import nemo_export
-from speechtune.engines.nemo_canary import check_spec, config, manifests, tokenizers
+from speechtune.engines.nemo_canary import check_spec, config, manifests, tokenizers, weights
 
 
 def _spec(**training: object) -> dict[str, object]:
@@ -110,14 +110,51 @@ class TestApplySpec:
         config.ensure_sequence_length(model, 700)
         assert model["transf_decoder"]["config_dict"]["max_sequence_length"] == 768
 
-    def test_init_section_carries_include_and_exclude(self) -> None:
-        section = config.init_section({"init": {"exclude": ["log_softmax.mlp.layer0"]}}, "/m/x.nemo", is_hub_name=False)
-        assert section == {"init_from_nemo_model": {"model0": {"path": "/m/x.nemo", "exclude": ["log_softmax.mlp.layer0"]}}}
-        hub = config.init_section({"init": {"include": ["encoder"]}}, "nvidia/canary-180m-flash", is_hub_name=True)
-        assert hub == {"init_from_pretrained_model": {"model0": {"name": "nvidia/canary-180m-flash", "include": ["encoder"]}}}
+
+
+class TestWeights:
+    """spec.model.init: prefixes (as the CRD says), and vocabulary rows kept by token."""
+
+    def test_include_and_exclude_are_prefixes_not_substrings(self) -> None:
+        assert weights.selected("encoder.layers.0.w", ["encoder"], [])
+        assert not weights.selected("transf_encoder.layers.0.w", ["encoder"], [])  # NeMo's substring would load it
+        assert not weights.selected("encoder.pre_encode.conv.0.w", ["encoder"], ["encoder.pre_encode"])
+        assert weights.selected("log_softmax.mlp.layer0.bias", [], ["transf_decoder._embedding"])
+
+    def test_grown_vocabulary_keeps_rows_by_token(self) -> None:
+        import torch
+
+        old = ["spl_tokens/<|en|>", "en/a", "en/b"]
+        new = ["spl_tokens/<|en|>", "spl_tokens/<|fr|>", "en/a", "en/b", "fr/a"]  # <|fr|> shifts en's ids
+        rows = weights.row_map(new, old)
+        assert rows == [0, None, 1, 2, None]
+        model = torch.nn.Module()
+        model.log_softmax = torch.nn.Module()
+        model.log_softmax.mlp = torch.nn.Module()
+        model.log_softmax.mlp.layer0 = torch.nn.Linear(2, 5)
+        model.other = torch.nn.Linear(2, 2)
+        source = {"log_softmax.mlp.layer0.weight": torch.arange(6.0).reshape(3, 2),
+                  "log_softmax.mlp.layer0.bias": torch.tensor([10.0, 11.0, 12.0]),
+                  "other.weight": torch.ones(2, 2), "other.bias": torch.zeros(2)}
+        fresh = model.log_softmax.mlp.layer0.bias.detach().clone()
+        report = weights.load_into(model, source, rows=rows)
+        bias = model.log_softmax.mlp.layer0.bias.detach()
+        assert bias[[0, 2, 3]].tolist() == [10.0, 11.0, 12.0]
+        assert bias[[1, 4]].tolist() == fresh[[1, 4]].tolist()  # new tokens keep their initialisation
+        assert report.grown["log_softmax.mlp.layer0.weight"] == (3, 5) and report.loaded == 2
+
+    def test_other_shape_change_is_refused_by_name(self) -> None:
+        import torch
+
+        with pytest.raises(ValueError, match=r"spec\.model\.init: parameter weight has shape \(3, 2\).*exclude"):
+            weights.load_into(torch.nn.Linear(2, 4), {"weight": torch.zeros(3, 2), "bias": torch.zeros(4)})
 
 
 class TestCheckSpec:
+    def test_epochs_is_refused_not_ignored(self) -> None:
+        with pytest.raises(ValueError, match=r"spec\.training\.epochs: not supported by nemo-canary"):
+            check_spec(_spec(epochs=3))
+
     def test_from_scratch_refuses_unknown_override(self) -> None:
         with pytest.raises(ValueError, match=r"spec\.training\.overrides.*'model\.encoder\.layers'"):
             check_spec(_spec(overrides={"model.encoder.layers": 2}))

@@ -170,3 +170,49 @@ def test_data_bins_reads_a_unified_tokenizer_nemo(pretrained_canary: Callable[[s
                      "-b", "2", "-s", "2", "--batch-duration", "20", "-o", str(out)]) == 0
     bins = yaml.safe_load(out.read_text())["overrides"]["model.train_ds.bucket_duration_bins"]
     assert bins and all(tokens > 10 for _, tokens in bins)  # canary2 prompt (10 tokens) + transcript
+
+
+@pytest.mark.parametrize("name", ["canary-180m-flash", "canary-1b-v2"])
+def test_new_tokens_and_language_grow_the_vocabulary_keeping_trained_rows(
+        name: str, pretrained_canary: Callable[[str], Path], speech: Path, tmp_path: Path) -> None:
+    """Tutorial 001: a new task token (<|summarize|>) and a new language ("it", here the
+    German rows relabelled). Aggregate: spl_tokens rebuilt with <|it|> and a new "it"
+    SentencePiece model; unified: the tokens are appended to its one model. The decoder
+    embedding and output layer keep every trained token's row."""
+    import torch
+    from nemo.collections.asr.models import EncDecMultiTaskModel
+
+    fixture = pretrained_canary(name)
+    data = tmp_path / "data"
+    shutil.copytree(speech, data)
+
+    def italian(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if row["target_lang"] == "de" and row["source_lang"] == "de":
+                row["source_lang"] = row["target_lang"] = "it"
+    for split in ("train.json", "valid.json"):
+        _rewrite(data / split, italian)
+    spec = pretrained_spec(fixture.name, max_steps=3, data={"test": None})
+    spec["training"]["overrides"].update({"spl_tokens.extra_tokens": ["<|summarize|>"],
+                                          "lang_tokenizers.add_languages": ["it"], "lang_tokenizers.vocab_size": 64})
+    ctx = make_context(tmp_path / "run", data, spec, max_steps=3, model_dir=models_volume(tmp_path, fixture))
+    engine = NemoCanaryEngine()
+    engine.prepare(ctx)
+    source = EncDecMultiTaskModel.restore_from(str(fixture), map_location="cpu")
+    new, old = engine.model.tokenizer, source.tokenizer
+    assert new.vocab_size > old.vocab_size
+    if name == "canary-1b-v2":
+        assert new.token_to_id("<|summarize|>") == old.vocab_size  # appended: every old id unchanged
+        old_ids = new_ids = list(range(old.vocab_size))
+        added = [new.token_to_id("<|summarize|>")]
+    else:
+        assert "it" in new.tokenizers_dict
+        old_ids = [old.token_to_id("<|en|>", "spl_tokens")] + [old.token_id_offset["en"] + i for i in range(20)]
+        new_ids = [new.token_to_id("<|en|>", "spl_tokens")] + [new.token_id_offset["en"] + i for i in range(20)]
+        assert new_ids != old_ids  # ids moved when spl_tokens grew in front
+        added = [new.token_to_id("<|summarize|>", "spl_tokens"), new.token_to_id("<|it|>", "spl_tokens")]
+    for key in ("transf_decoder._embedding.token_embedding.weight", "log_softmax.mlp.layer0.weight"):
+        grown, trained = engine.model.state_dict()[key], source.state_dict()[key]
+        assert torch.equal(grown[new_ids], trained[old_ids]), key
+        assert not any(torch.equal(grown[i], trained[0]) for i in added)
+    assert engine.train(ctx).steps == 3

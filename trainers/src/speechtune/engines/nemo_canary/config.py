@@ -267,7 +267,9 @@ def base_config() -> dict[str, Any]:
             "create_wandb_logger": False,
         },
         "spl_tokens": {"extra_tokens": []},
-        "lang_tokenizers": {"vocab_size": 1024, "type": "bpe"},
+        # add_languages: target languages a pretrained model gets a new tokenizer for
+        # (tutorial 001), built from the training transcripts with vocab_size and type.
+        "lang_tokenizers": {"vocab_size": 1024, "type": "bpe", "add_languages": []},
     }
 
 
@@ -514,17 +516,3 @@ def ensure_sequence_length(model: dict[str, Any], needed_tokens: int) -> None:
     if needed_tokens > int(cfg_dict.get("max_sequence_length") or 0):
         # Rounded up so a slightly longer validation row does not hit the limit again.
         cfg_dict["max_sequence_length"] = 128 * (-(-needed_tokens // 128))
-
-
-def init_section(spec_model: Mapping[str, Any], source: str | None, *, is_hub_name: bool) -> dict[str, Any]:
-    """`init_from_nemo_model` / `init_from_pretrained_model` with include/exclude prefixes."""
-    if source is None:
-        return {}
-    init: Mapping[str, Any] = spec_model.get("init") or {}
-    entry: dict[str, Any] = {"path" if not is_hub_name else "name": source}
-    if init.get("include"):
-        entry["include"] = list(init["include"])
-    if init.get("exclude"):
-        entry["exclude"] = list(init["exclude"])
-    key = "init_from_pretrained_model" if is_hub_name else "init_from_nemo_model"
-    return {key: {"model0": entry}}

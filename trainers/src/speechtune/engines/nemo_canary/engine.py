@@ -26,6 +26,7 @@ from speechtune.engines import base
 from speechtune.engines.nemo_canary import config as nemo_config
 from speechtune.engines.nemo_canary import manifests
 from speechtune.engines.nemo_canary import tokenizers
+from speechtune.engines.nemo_canary import weights
 
 MAX_PROBLEMS_SHOWN = 20
 # Prompt tokens in front of the transcript (canary2: context, BOS, emotion, two
@@ -96,6 +97,35 @@ def pretrained_config(model: Any) -> dict[str, Any]:
     return cfg
 
 
+@dataclasses.dataclass(frozen=True)
+class StartingWeights:
+    """What spec.model.init copies from: the pretrained state and its token per id."""
+
+    state: Mapping[str, Any]
+    vocabulary: Sequence[str]
+
+
+def grow_tokenizer(
+    tokenizer: tokenizers.ModelTokenizer,
+    out_dir: Path,
+    cfg: Mapping[str, Any],
+    rows_by_path: Mapping[Path, Sequence[manifests.Row]],
+    train_inputs: Sequence[tuple[Path, float]],
+) -> tokenizers.ModelTokenizer:
+    """`spl_tokens.extra_tokens` and `lang_tokenizers.add_languages` on a pretrained model."""
+    builder: Mapping[str, Any] = cfg["lang_tokenizers"]
+    add = [str(lang) for lang in builder.get("add_languages") or []]
+    extra = [str(token) for token in cfg["spl_tokens"].get("extra_tokens") or []]
+    if not add and not extra:
+        return tokenizer
+    texts = manifests.texts_by_target_language(row for path, _ in train_inputs for row in rows_by_path[path])
+    unknown = [lang for lang in add if lang not in texts]
+    if unknown:
+        raise ValueError(f"lang_tokenizers.add_languages: no training row has target_lang {', '.join(unknown)}")
+    return tokenizers.grow(tokenizer, out_dir, new_tokens=extra, new_languages={lang: texts[lang] for lang in add},
+                           vocab_size=int(builder["vocab_size"]), kind=str(builder.get("type", "bpe")))
+
+
 def default_prompt(spec_data: Mapping[str, Any], prompt_format: str) -> list[dict[str, Any]]:
     """prompt_defaults used by transcribe() when a request leaves slots out."""
     slots: dict[str, Any] = {
@@ -162,6 +192,7 @@ class NemoCanaryEngine:
         self._report: Any = None
         self._stop: Any = None
         self.tokenizer_kind = ""
+        self.start: StartingWeights | None = None
 
     # -- prepare -------------------------------------------------------------------------
 
@@ -213,7 +244,10 @@ class NemoCanaryEngine:
         # 3. tokenizers: extracted from the pretrained model, or built from training text
         if pretrained is not None:
             tokenizer = tokenizers.extract(pretrained, work / "tokenizers")
+            self.start = StartingWeights(state=pretrained.state_dict(),
+                                         vocabulary=weights.vocabulary_keys(pretrained.tokenizer))
             del pretrained
+            tokenizer = grow_tokenizer(tokenizer, work / "tokenizers-grown", cfg, rows_by_path, train_inputs)
         else:
             train_rows = [row for path, _ in train_inputs for row in rows_by_path[path]]
             builder = cfg["lang_tokenizers"]
@@ -258,8 +292,6 @@ class NemoCanaryEngine:
         nemo_config.ensure_sequence_length(model, needed)
         if source is None:
             nemo_config.fill_derived_sizes(model)
-        else:
-            cfg.update(nemo_config.init_section(spec.get("model") or {}, source.location, is_hub_name=source.is_hub_name))
         if not ctx.device.startswith("cuda"):
             for key in ("train_ds", "validation_ds", "test_ds"):
                 if model.get(key) and "model.%s.num_workers" % key not in overrides:
@@ -299,10 +331,17 @@ class NemoCanaryEngine:
         self.trainer = pl.Trainer(**trainer_cfg, callbacks=[self._report, self._stop])
         exp_manager(self.trainer, OmegaConf.create(cfg["exp_manager"]))
         self.model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg["model"]), trainer=self.trainer)
-        init = {k: cfg[k] for k in ("init_from_nemo_model", "init_from_pretrained_model") if cfg.get(k)}
-        if init:
+        if self.start is not None:
             # Lightning restores a resumed checkpoint after this, so resuming still wins.
-            self.model.maybe_init_from_pretrained_checkpoint(OmegaConf.create(init))
+            init: Mapping[str, Any] = (ctx.spec.get("model") or {}).get("init") or {}
+            new_vocabulary = weights.vocabulary_keys(self.model.tokenizer)
+            report = weights.load_into(
+                self.model, self.start.state,
+                include=list(init.get("include") or []), exclude=list(init.get("exclude") or []),
+                rows=weights.row_map(new_vocabulary, self.start.vocabulary) if new_vocabulary != self.start.vocabulary else None,
+            )
+            self.start = None
+            ctx.reporter.log(f"nemo-canary: initialised from the starting model: {report.summary()}")
         ctx.reporter.set_max_steps(int(cfg["trainer"]["max_steps"]))
         ctx.reporter.log(
             f"nemo-canary: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, "

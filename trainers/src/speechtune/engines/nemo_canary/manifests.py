@@ -81,7 +81,8 @@ def language_problems(
         if target is not None and known is not None and target not in known:
             problems.setdefault(
                 (row.path, "target", target),
-                f"{row.where}: target_lang {target!r} has no tokenizer (tokenizers: {', '.join(sorted(known))})",
+                f"{row.where}: target_lang {target!r} has no tokenizer (tokenizers: {', '.join(sorted(known))}; "
+                f"training.overrides lang_tokenizers.add_languages: [{target}] builds one from the training text)",
             )
         if prompt_tokens is None:
             continue

@@ -19,6 +19,10 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
     model: Mapping[str, Any] = spec.get("model") or {}
     if not training.get("maxSteps") or int(training["maxSteps"]) <= 0:
         raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
+    if training.get("epochs") is not None:
+        # Refused rather than ignored: the CRD promises a stop at whichever comes first.
+        raise ValueError("spec.training.epochs: not supported by nemo-canary (lhotse streams the data without an "
+                         "epoch length); remove it and size the run with maxSteps")
     peft: Mapping[str, Any] = training.get("peft") or {}
     if peft.get("method") not in (None, "none"):
         raise ValueError(f"spec.training.peft.method: {peft['method']!r} is not supported by nemo-canary (use none)")

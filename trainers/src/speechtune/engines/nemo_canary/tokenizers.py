@@ -193,3 +193,68 @@ def special_vocabulary(special_dir: Path) -> set[str]:
 
     processor = sentencepiece.SentencePieceProcessor(model_file=str(special_dir / "tokenizer.model"))
     return {processor.id_to_piece(i) for i in range(processor.get_piece_size())}
+
+
+def ordered_pieces(model_file: Path) -> list[str]:
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    return [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+
+
+def append_symbols(folder: Path, tokens: Sequence[str], out_dir: Path) -> Path:
+    """A copy of a unified SentencePiece model with `tokens` appended as user-defined
+    pieces: every trained piece keeps its id, the new ones come last (reused on resume)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    if (out_dir / "tokenizer.model").exists():
+        return out_dir
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((folder / "tokenizer.model").read_bytes())
+    for token in tokens:
+        piece = proto.pieces.add()
+        piece.piece, piece.score, piece.type = token, 0.0, sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.txt", "tokenizer.vocab"):  # NeMo registers both next to the model
+        old = (folder / name).read_text(encoding="utf-8") if (folder / name).exists() else ""
+        lines = [f"{token}\t0" if name == "tokenizer.vocab" else token for token in tokens]
+        (out_dir / name).write_text(old + "".join(line + "\n" for line in lines), encoding="utf-8")
+    partial = out_dir / "tokenizer.model.partial"
+    partial.write_bytes(proto.SerializeToString())
+    partial.replace(out_dir / "tokenizer.model")
+    return out_dir
+
+
+def grow(
+    tokenizer: ModelTokenizer,
+    out_dir: Path,
+    *,
+    new_tokens: Sequence[str],
+    new_languages: Mapping[str, Sequence[str]],
+    vocab_size: int,
+    kind: str = "bpe",
+) -> ModelTokenizer:
+    """Tutorial 001's tokenizer changes on a pretrained model. Special tokens the model
+    lacks (`new_tokens`, and `<|xx|>` of each new language) are added: an aggregate's
+    `spl_tokens` is rebuilt with its old tokens first, a unified model gets them appended.
+    A new language (`new_languages`: language -> training transcripts) gets its own
+    SentencePiece model, appended after the aggregate's languages; a unified model's text
+    pieces cannot be retrained without invalidating every trained embedding row, so there
+    the new language is written with the pieces the model already has."""
+    known = special_vocabulary(tokenizer.special_dir)
+    wanted = list(new_tokens) + [f"<|{lang}|>" for lang in new_languages]
+    missing = [token for token in dict.fromkeys(wanted) if token not in known]
+    if tokenizer.unified is not None:
+        if not missing:
+            return tokenizer
+        grown = append_symbols(tokenizer.unified, missing, out_dir)
+        return dataclasses.replace(tokenizer, unified=grown)
+    langs = dict(tokenizer.langs)
+    if missing:
+        # NeMo's builder puts its DEFAULT_TOKENS (<pad> among them) first by itself.
+        old = [p for p in ordered_pieces(tokenizer.special_dir / "tokenizer.model") if p.startswith("<|") and p.endswith("|>")]
+        langs[SPECIAL] = build_special(out_dir / SPECIAL, old + missing)
+    for lang in sorted(new_languages):
+        if lang not in langs:
+            langs[lang] = build_language(out_dir / lang, new_languages[lang], vocab_size, kind)
+    return dataclasses.replace(tokenizer, langs=langs)
