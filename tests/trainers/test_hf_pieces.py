@@ -165,3 +165,10 @@ def test_gradient_checkpointing_still_reaches_the_trainable_weights(method: str)
     assert inside_layers and all(p.grad is not None for p in inside_layers)
     # (LoRA's A matrices get zero gradients at first: B starts at zero. B's are not zero.)
     assert sum(float(p.grad.abs().sum()) for p in inside_layers if p.grad is not None) > 0
+
+
+def test_model_init_is_refused_not_ignored() -> None:
+    spec = {"engine": "hf-ctc", "model": {"path": "mms", "init": {"exclude": ["lm_head"]}},
+            "training": {"maxSteps": 5}}
+    with pytest.raises(ValueError, match=r"spec\.model\.init: not supported by hf-ctc"):
+        settings.check_spec(spec)

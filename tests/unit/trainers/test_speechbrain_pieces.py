@@ -93,3 +93,9 @@ def test_learning_rate_schedule() -> None:
     assert lr(110) == pytest.approx(0.1)
     assert lr(60, "linear") == pytest.approx(0.55)
     assert lr(100, "constant") == 1.0
+
+
+def test_check_spec_refuses_a_hub_name_as_validate_and_run_agree() -> None:
+    with pytest.raises(ValueError, match=r"spec\.model\.pretrained: speechbrain-ctc starts from a checkpoint folder"):
+        settings.check_spec({"model": {"pretrained": "speechbrain/asr-conformer-transformerlm-librispeech"},
+                             "training": {}})

@@ -140,6 +140,10 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
 
 def check_spec(spec: Mapping[str, Any]) -> list[str]:
     """`SPEC_CHECKS` entry: validates the overrides and notes what will run."""
+    if (spec.get("model") or {}).get("pretrained"):
+        # The same refusal the engine makes at run time, so `validate` agrees with `run`.
+        raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder of its own "
+                         "(spec.model.path: a run's checkpoints or export), not a hub name")
     model, train = from_spec(spec)
     if model.spm_model and not model.spm_model.startswith("/") and not (spec.get("model") or {}).get("volume"):
         raise ValueError("spec.training.overrides.spm_model: a relative path resolves against the model volume; "
