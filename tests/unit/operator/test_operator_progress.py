@@ -53,3 +53,26 @@ def test_finished_job_has_no_negative_eta() -> None:
     fields = progress.status_fields(exposition(step=1200, max_steps=1000), job="demo")
     assert fields["progress"]["etaSeconds"] == 0
     assert fields["progress"]["summary"] == "100% (1200/1000)"
+
+
+def test_bleu_and_best_checkpoint_from_the_trainers_own_metrics() -> None:
+    """The seam: the trainer's TrainingMetrics as exported, read by the operator's builder."""
+    from speechtune.runtime import metrics as trainer_metrics
+
+    exported = trainer_metrics.TrainingMetrics(job="demo", namespace="research", engine="nemo-canary")
+    assert "bleu" not in progress.status_fields(exported.render(), job="demo").get("metrics", {})  # NaN: unknown
+    assert "bestCheckpoint" not in progress.status_fields(exported.render(), job="demo")
+    exported.val_bleu.set(31.4159)
+    exported.best_checkpoint.info({"path": "/output/demo/run-1/checkpoints/canary--val_loss=0.41-step=400.ckpt"})
+    fields = progress.status_fields(exported.render(), job="demo")
+    assert fields["metrics"]["bleu"] == 31.42
+    assert fields["bestCheckpoint"] == "/output/demo/run-1/checkpoints/canary--val_loss=0.41-step=400.ckpt"
+    other = progress.status_fields(exported.render(), job="someone-else")
+    assert "bestCheckpoint" not in other
+
+
+def test_a_best_checkpoint_path_with_control_characters_is_ignored() -> None:
+    text = 'speechtune_best_checkpoint_info{finetunejob="demo",path="/output/a\\nb"} 1.0\n'
+    assert progress.best_checkpoint(text, job="demo") is None
+    long_path = "/output/" + "a" * 2000
+    assert progress.best_checkpoint(f'speechtune_best_checkpoint_info{{path="{long_path}"}} 1.0\n') is None

@@ -252,3 +252,16 @@ def test_pod_mounts_are_the_fixed_paths() -> None:
     assert (mounts.data, mounts.output, mounts.model) == (Path("/data"), Path("/output"), Path("/models"))
     assert volumes.data_paths(spec, mounts).test == Path("/data/x.json")
     assert volumes.pod_mounts({**spec, "model": {}}).model is None
+
+
+def test_validation_bleu_and_best_checkpoint_reach_the_metrics(tmp_path: Path) -> None:
+    from speechtune.runtime import reporter as reporters
+
+    registry = metrics.TrainingMetrics(job="j", namespace="ns", engine="nemo-canary")
+    run = reporters.RunReporter(metrics=registry, log_file=None, console=console.Console())
+    run.validation(step=10, val_loss=1.5, wer=0.4, bleu=12.5)
+    run.best_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    run.close()
+    body = registry.render()
+    assert 'speechtune_val_bleu_score{engine="nemo-canary",finetunejob="j",namespace="ns"} 12.5' in body
+    assert f'path="{tmp_path / "checkpoints" / "best.ckpt"}"' in body

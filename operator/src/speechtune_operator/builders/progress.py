@@ -15,6 +15,9 @@ TRAIN_LOSS = "speechtune_train_loss"
 VAL_LOSS = "speechtune_val_loss"
 WER = "speechtune_val_wer_ratio"
 CER = "speechtune_val_cer_ratio"
+BLEU = "speechtune_val_bleu_score"
+BEST_CHECKPOINT = "speechtune_best_checkpoint_info"  # an Info metric: the path is its `path` label
+MAX_PATH = 1024
 AUDIO_SECONDS = "speechtune_audio_seconds_total"
 STEP_SECONDS_SUM = "speechtune_step_duration_seconds_sum"
 STEP_SECONDS_COUNT = "speechtune_step_duration_seconds_count"
@@ -53,7 +56,7 @@ def progress(values: Mapping[str, float]) -> dict[str, Any]:
 
 def metrics(values: Mapping[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, name in (("trainLoss", TRAIN_LOSS), ("valLoss", VAL_LOSS), ("wer", WER), ("cer", CER)):
+    for key, name in (("trainLoss", TRAIN_LOSS), ("valLoss", VAL_LOSS), ("wer", WER), ("cer", CER), ("bleu", BLEU)):
         if name in values:
             out[key] = _round(values[name])
     busy = values.get(STEP_SECONDS_SUM, 0.0)
@@ -63,10 +66,26 @@ def metrics(values: Mapping[str, float]) -> dict[str, Any]:
     return out
 
 
+def best_checkpoint(text: str, *, job: str | None = None) -> str | None:
+    """The `path` label of the trainer's best-checkpoint Info metric (printable, capped)."""
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != BEST_CHECKPOINT:
+                continue
+            owner = sample.labels.get("finetunejob")
+            if job is not None and owner is not None and owner != job:
+                continue
+            path = sample.labels.get("path", "")
+            if path and len(path) <= MAX_PATH and path.isprintable():
+                return path
+    return None
+
+
 def status_fields(text: str, *, job: str | None = None) -> dict[str, Any]:
-    """{'progress': ..., 'metrics': ...}, leaving out whichever the text says nothing about."""
+    """{'progress': ..., 'metrics': ..., 'bestCheckpoint': ...}, leaving out whichever the
+    text says nothing about."""
     values = samples(text, job=job)
-    out = {"progress": progress(values), "metrics": metrics(values)}
+    out = {"progress": progress(values), "metrics": metrics(values), "bestCheckpoint": best_checkpoint(text, job=job)}
     return {key: value for key, value in out.items() if value}
 
 

@@ -36,8 +36,10 @@ class TrainingMetrics:
         self.val_loss = gauge("speechtune_val_loss", "Loss of the latest validation.")
         self.val_wer = gauge("speechtune_val_wer_ratio", "Word error rate of the latest validation (0..1).")
         self.val_cer = gauge("speechtune_val_cer_ratio", "Character error rate of the latest validation (0..1).")
+        self.val_bleu = gauge("speechtune_val_bleu_score",
+                              "BLEU (0..100) of the latest validation's speech-translation rows.")
         # NaN until the first validation: a 0 would read as a perfect WER on the dashboards.
-        for unvalidated in (self.val_loss, self.val_wer, self.val_cer):
+        for unvalidated in (self.val_loss, self.val_wer, self.val_cer, self.val_bleu):
             unvalidated.set(float("nan"))
         self.learning_rate = gauge("speechtune_learning_rate", "Learning rate of the latest step.")
         self.step = gauge("speechtune_step", "Optimizer steps done.")
@@ -53,6 +55,10 @@ class TrainingMetrics:
         ).labels(**labels)
         self.padding_ratio = gauge("speechtune_padding_ratio", "Padded share of the latest batch (0..1).")
         self.gpu_memory = gauge("speechtune_gpu_memory_bytes", "Peak GPU memory allocated by this process.")
+        # The operator copies the path into status.bestCheckpoint (a Prometheus value is a number).
+        self.best_checkpoint = prometheus_client.Info(
+            "speechtune_best_checkpoint", "Best checkpoint of the run, by the validation metric.", LABELS,
+            registry=self.registry).labels(**labels)
 
     def render(self) -> str:
         return exposition.generate_latest(self.registry).decode()

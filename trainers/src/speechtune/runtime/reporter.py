@@ -104,7 +104,7 @@ class RunReporter:
         self.summary.validations.append({k: v for k, v in record.items() if v is not None})
         if self.metrics:
             for gauge, value in ((self.metrics.val_loss, val_loss), (self.metrics.val_wer, wer),
-                                 (self.metrics.val_cer, cer)):
+                                 (self.metrics.val_cer, cer), (self.metrics.val_bleu, bleu)):
                 if value is not None:
                     gauge.set(value)
         parts = [f"{name} {value:.4f}" for name, value in record.items() if name != "step" and value is not None]
@@ -113,6 +113,11 @@ class RunReporter:
     def log(self, message: str) -> None:
         if self.primary:
             self._write(message)
+
+    def best_checkpoint(self, path: Path | None) -> None:
+        """Exported for the operator's status.bestCheckpoint once training has ended."""
+        if self.primary and self.metrics and path is not None:
+            self.metrics.best_checkpoint.info({"path": str(path)})
 
     # -- runtime side ---------------------------------------------------------------------
 

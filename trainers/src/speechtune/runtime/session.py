@@ -235,6 +235,7 @@ def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: r
             rundir.write_json(folder.metrics_json, facts)
         return Outcome("failed", folder.path, EXIT_FAILED, str(error), facts)
     timings["train_seconds"] = time.monotonic() - began
+    reporter.best_checkpoint(result.best_checkpoint)
     if result.stopped_early:
         reason = f"stopped by {received.name} at step {result.steps}; checkpoint saved, resume continues from it"
         reporter.log(reason)
