@@ -62,10 +62,10 @@ def test_bleu_and_best_checkpoint_from_the_trainers_own_metrics() -> None:
     exported = trainer_metrics.TrainingMetrics(job="demo", namespace="research", engine="nemo-canary")
     assert "bleu" not in progress.status_fields(exported.render(), job="demo").get("metrics", {})  # NaN: unknown
     assert "bestCheckpoint" not in progress.status_fields(exported.render(), job="demo")
-    exported.val_bleu.set(31.4159)
+    exported.val_bleu.set(0.314159)
     exported.best_checkpoint.info({"path": "/output/demo/run-1/checkpoints/canary--val_loss=0.41-step=400.ckpt"})
     fields = progress.status_fields(exported.render(), job="demo")
-    assert fields["metrics"]["bleu"] == 31.42
+    assert fields["metrics"]["bleu"] == 0.3142
     assert fields["bestCheckpoint"] == "/output/demo/run-1/checkpoints/canary--val_loss=0.41-step=400.ckpt"
     other = progress.status_fields(exported.render(), job="someone-else")
     assert "bestCheckpoint" not in other

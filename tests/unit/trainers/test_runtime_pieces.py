@@ -259,9 +259,9 @@ def test_validation_bleu_and_best_checkpoint_reach_the_metrics(tmp_path: Path) -
 
     registry = metrics.TrainingMetrics(job="j", namespace="ns", engine="nemo-canary")
     run = reporters.RunReporter(metrics=registry, log_file=None, console=console.Console())
-    run.validation(step=10, val_loss=1.5, wer=0.4, bleu=12.5)
+    run.validation(step=10, val_loss=1.5, wer=0.4, bleu=0.125)
     run.best_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
     run.close()
     body = registry.render()
-    assert 'speechtune_val_bleu_score{engine="nemo-canary",finetunejob="j",namespace="ns"} 12.5' in body
+    assert 'speechtune_val_bleu_ratio{engine="nemo-canary",finetunejob="j",namespace="ns"} 0.125' in body
     assert f'path="{tmp_path / "checkpoints" / "best.ckpt"}"' in body

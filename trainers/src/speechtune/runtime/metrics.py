@@ -36,8 +36,8 @@ class TrainingMetrics:
         self.val_loss = gauge("speechtune_val_loss", "Loss of the latest validation.")
         self.val_wer = gauge("speechtune_val_wer_ratio", "Word error rate of the latest validation (0..1).")
         self.val_cer = gauge("speechtune_val_cer_ratio", "Character error rate of the latest validation (0..1).")
-        self.val_bleu = gauge("speechtune_val_bleu_score",
-                              "BLEU (0..100) of the latest validation's speech-translation rows.")
+        self.val_bleu = gauge("speechtune_val_bleu_ratio",
+                              "BLEU (0..1) of the latest validation's speech-translation rows.")
         # NaN until the first validation: a 0 would read as a perfect WER on the dashboards.
         for unvalidated in (self.val_loss, self.val_wer, self.val_cer, self.val_bleu):
             unvalidated.set(float("nan"))
