@@ -216,3 +216,18 @@ def test_new_tokens_and_language_grow_the_vocabulary_keeping_trained_rows(
         assert torch.equal(grown[new_ids], trained[old_ids]), key
         assert not any(torch.equal(grown[i], trained[0]) for i in added)
     assert engine.train(ctx).steps == 3
+
+
+def test_speechtune_eval_scores_a_pretrained_nemo_without_a_run(pretrained_canary: Callable[[str], Path], speech: Path,
+                                                              tmp_path: Path) -> None:
+    """`speechtune eval --checkpoint model.nemo MANIFEST`: no run folder, no job file."""
+    from speechtune import cli
+
+    fixture = tmp_path / "canary-1b-v2.nemo"
+    shutil.copyfile(pretrained_canary("canary-1b-v2"), fixture)
+    out = tmp_path / "decode.jsonl"
+    assert cli.main(["eval", "--checkpoint", str(fixture), str(speech / "test.json"), "--normalization", "lower",
+                     "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len((speech / "test.json").read_text().splitlines())
+    assert {row["language"] for row in rows} == {"en", "de"}

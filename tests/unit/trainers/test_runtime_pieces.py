@@ -265,3 +265,23 @@ def test_validation_bleu_and_best_checkpoint_reach_the_metrics(tmp_path: Path) -
     body = registry.render()
     assert 'speechtune_val_bleu_ratio{engine="nemo-canary",finetunejob="j",namespace="ns"} 0.125' in body
     assert f'path="{tmp_path / "checkpoints" / "best.ckpt"}"' in body
+
+
+def test_eval_recognises_a_pretrained_model_without_a_run_folder(tmp_path: Path) -> None:
+    from speechtune.runtime import evaluation
+
+    (tmp_path / "canary.nemo").write_bytes(b"")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    (tmp_path / "sb").mkdir()
+    (tmp_path / "sb" / "model.ckpt").write_bytes(b"")
+    engines_found = {name: evaluation.model_spec(str(tmp_path / name), engine=None, normalization="lower")["engine"]
+                     for name in ("canary.nemo", "hf", "sb")}
+    assert engines_found == {"canary.nemo": "nemo-canary", "hf": "hf-ctc", "sb": "speechbrain-ctc"}
+    hub = evaluation.model_spec("nvidia/canary-1b-v2", engine="nemo-canary", normalization="none")
+    assert hub["model"] == {"pretrained": "nvidia/canary-1b-v2"}
+    with pytest.raises(ValueError, match=r"--checkpoint nvidia/canary-1b-v2: no such file or folder .* needs --engine"):
+        evaluation.model_spec("nvidia/canary-1b-v2", engine=None, normalization="none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"neither a run folder .* pass --engine"):
+        evaluation.model_spec(str(tmp_path / "empty"), engine=None, normalization="none")

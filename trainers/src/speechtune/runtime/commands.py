@@ -29,7 +29,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     validate.set_defaults(func=cmd_validate)
 
     evaluate = subparsers.add_parser("eval", help="decode a manifest with a trained model; WER/CER per language")
-    evaluate.add_argument("--checkpoint", type=Path, required=True, help="run folder or its model/ export")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="run folder or its export; or a pretrained model: .nemo, Hugging Face folder, "
+                               "SpeechBrain checkpoint folder, or a hub name with --engine")
+    evaluate.add_argument("--engine", help="engine for a model without a run folder (default: from its layout)")
+    evaluate.add_argument("--normalization", default="none",
+                          help="text normalisation before scoring a model without a run folder (none, lower, ...)")
     evaluate.add_argument("manifest", type=Path)
     evaluate.add_argument("--output", type=Path, help="decode.jsonl path (default: next to the model)")
     evaluate.add_argument("--device", default="cpu")
@@ -178,7 +183,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from speechtune.runtime import evaluation
 
     try:
-        result = evaluation.evaluate(args.checkpoint, args.manifest, output=args.output, device=args.device)
+        result = evaluation.evaluate(args.checkpoint, args.manifest, output=args.output, device=args.device,
+                                     engine=args.engine, normalization=args.normalization)
     except ValueError as error:
         return _fail(str(error))
     print(evaluation.format_scores(result.scores))

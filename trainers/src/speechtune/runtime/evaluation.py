@@ -57,11 +57,51 @@ def eval_spec(job: specs.Job, model: Path) -> dict[str, Any]:
     return spec
 
 
-def evaluate(checkpoint: Path, manifest: Path, *, output: Path | None = None,
-             device: str = "cpu", console: consoles.Console | None = None) -> EvalResult:
-    run_folder, model = find_run(checkpoint)
-    job = specs.load(run_folder / "job.yaml")
-    spec = eval_spec(job, model)
+# How a model that no run produced is recognised (a run folder carries its job.yaml).
+def _engine_by_layout(path: Path) -> str | None:
+    if path.is_file() and path.suffix == ".nemo":
+        return "nemo-canary"
+    if (path / "config.json").is_file():
+        return "hf-ctc"
+    if (path / "model.ckpt").is_file() or (path / "hyperparams.json").is_file():
+        return "speechbrain-ctc"
+    return None
+
+
+def model_spec(model: str, *, engine: str | None, normalization: str) -> dict[str, Any]:
+    """A spec to evaluate a model no run of ours produced: a .nemo file, a Hugging Face
+    folder, a SpeechBrain checkpoint folder of this project, or a hub name (with
+    `engine`; the model comes from the engine's cache, HF_HOME / NEMO_CACHE_DIR)."""
+    path = Path(model).absolute()
+    if path.exists():
+        found = _engine_by_layout(path)
+        if engine is None and found is None:
+            raise ValueError(f"--checkpoint {model}: neither a run folder (job.yaml) nor a model this project "
+                             "recognises (.nemo, HF folder with config.json, SpeechBrain model.ckpt); pass --engine")
+        source: dict[str, Any] = {"path": str(path)}
+    else:
+        if engine is None or "/" not in model:
+            raise ValueError(f"--checkpoint {model}: no such file or folder (a hub name such as "
+                             "nvidia/canary-1b-v2 needs --engine)")
+        found, source = None, {"pretrained": model}
+    return {"engine": engine or found, "model": source, "data": {"normalization": normalization},
+            "training": {"maxSteps": 1}}
+
+
+def evaluate(checkpoint: Path | str, manifest: Path, *, output: Path | None = None,
+             device: str = "cpu", console: consoles.Console | None = None, engine: str | None = None,
+             normalization: str = "none") -> EvalResult:
+    """Scores the model of a run folder, or any model `model_spec` recognises, on `manifest`."""
+    location = Path(checkpoint)
+    if location.exists() and any((f / "job.yaml").exists() for f in (location.absolute(), *location.absolute().parents)):
+        run_folder, model = find_run(location)
+        job = specs.load(run_folder / "job.yaml")
+        spec = eval_spec(job, model)
+        name, namespace = job.name, job.namespace
+    else:
+        spec = model_spec(str(checkpoint), engine=engine, normalization=normalization)
+        model = Path(spec["model"]["path"]) if "path" in spec["model"] else Path.cwd() / location.name
+        name, namespace = "eval", "default"
     manifest = manifest.absolute()
     if not manifest.exists():
         raise ValueError(f"{manifest}: no such manifest")
@@ -72,12 +112,12 @@ def evaluate(checkpoint: Path, manifest: Path, *, output: Path | None = None,
     with tempfile.TemporaryDirectory(prefix="speechtune-eval-") as scratch_dir:
         scratch = Path(scratch_dir)
         ctx = base.RunContext(
-            name=job.name, namespace=job.namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
+            name=name, namespace=namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
             checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
             rank=0, stop=threading.Event(), reporter=reporter)
-        engine = engines.load(str(spec["engine"]))
-        engine.prepare(ctx)
-        hypotheses = engine.evaluate(ctx, manifest)
+        runner = engines.load(str(spec["engine"]))
+        runner.prepare(ctx)
+        hypotheses = runner.evaluate(ctx, manifest)
     reporter.close()
     normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
     destination = output or default_output(model)

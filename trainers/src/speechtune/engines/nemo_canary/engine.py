@@ -354,13 +354,18 @@ class NemoCanaryEngine:
         fields are checked against the model's own prompt format."""
         from nemo.collections.asr.models import EncDecMultiTaskModel
 
-        path = str((ctx.spec.get("model") or {}).get("path") or "")
-        if not path.endswith(".nemo"):
+        spec_model: Mapping[str, Any] = ctx.spec.get("model") or {}
+        path = str(spec_model.get("path") or "")
+        if not spec_model.get("pretrained") and not path.endswith(".nemo"):
             raise ValueError(f"spec.model.path {path!r}: evaluation needs a .nemo file (the run folder's "
-                             "model.nemo; `speechtune export CKPT` converts a Lightning checkpoint)")
+                             "model.nemo; `speechtune export CKPT` converts a Lightning checkpoint) or a hub name")
         source = model_source(ctx.spec, ctx.model_dir)
         assert source is not None
-        model = EncDecMultiTaskModel.restore_from(source.location, map_location=ctx.device)
+        if source.is_hub_name:
+            use_model_volume_as_cache(ctx.model_dir)
+            model = EncDecMultiTaskModel.from_pretrained(source.location, map_location=ctx.device)
+        else:
+            model = EncDecMultiTaskModel.restore_from(source.location, map_location=ctx.device)
         prompt_format = str(model.cfg.get("prompt_format") or "canary2")
         manifests_to_decode = dict.fromkeys(p for p in (ctx.data.validation, ctx.data.test) if p is not None)
         rows = [row for manifest in manifests_to_decode for row in manifests.read(manifest)]
