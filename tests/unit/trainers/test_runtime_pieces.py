@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from speechtune.engines import base
-from speechtune.runtime import cluster, console, metrics, scoring, sweep, sweeps, volumes
+from speechtune.runtime import cluster, console, evaluation, metrics, scoring, sweep, sweeps, volumes
 
 REFERENCE_HEADER = (
     "timestamp, run_id, run_stage, model, output_dir, dataset_part, train_fraction, validation_samples, "
@@ -63,6 +63,21 @@ def test_scoring_normalises_and_splits_by_language() -> None:
     assert scores["en"].wer == pytest.approx(1 / 5)
     assert scores["de"].wer == 0.0
     assert scores["all"].utterances == 3
+
+
+def test_translation_rows_are_scored_with_bleu_per_language_pair() -> None:
+    hyps = [
+        base.Hypothesis("1", "the cat sits on the mat", "the cat sits on the mat", language="en", source_language="en"),
+        base.Hypothesis("2", "die Katze sitzt auf der Matte", "die Katze sitzt auf der Matte", language="de",
+                        source_language="en"),
+        base.Hypothesis("3", "ich habe heute keine Zeit", "ich habe keine Zeit heute", language="de",
+                        source_language="en"),
+    ]
+    scores = scoring.score_hypotheses(hyps, str.lower)
+    assert scores["en"].bleu is None  # ASR rows: WER only
+    pair = scores["en->de"]
+    assert pair.utterances == 2 and pair.bleu is not None and 0.3 < pair.bleu < 1.0
+    assert "en->de" in evaluation.format_scores(scores)
 
 
 def test_scoring_skips_empty_references() -> None:

@@ -66,8 +66,9 @@ class Hypothesis:
     utt_id: str
     reference: str  # raw reference text from the manifest (normalised by the runtime)
     hypothesis: str  # raw model output
-    language: str | None = None
+    language: str | None = None  # the transcript's (target) language
     duration: float | None = None
+    source_language: str | None = None  # the speech's language, when it differs: a translation
 
 
 class Reporter(Protocol):

@@ -132,8 +132,9 @@ def default_output(model: Path) -> Path:
 
 
 def format_scores(scores: dict[str, scoring.Score]) -> str:
-    lines = [f"{'language':<10} {'utts':>6} {'words':>7} {'WER':>7} {'CER':>7}"]
+    lines = [f"{'language':<10} {'utts':>6} {'words':>7} {'WER':>7} {'CER':>7} {'BLEU':>7}"]
     for name, s in scores.items():
-        lines.append(f"{name:<10} {s.utterances:>6} {s.words:>7} {s.wer:>7.4f} {s.cer:>7.4f}")
+        bleu = f"{100 * s.bleu:>7.2f}" if s.bleu is not None else f"{'-':>7}"
+        lines.append(f"{name:<10} {s.utterances:>6} {s.words:>7} {s.wer:>7.4f} {s.cer:>7.4f} {bleu}")
     return "\n".join(lines)
 

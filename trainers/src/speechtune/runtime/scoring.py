@@ -19,6 +19,7 @@ class Score:
     cer: float
     utterances: int
     words: int  # reference words
+    bleu: float | None = None  # translation pairs only (0..1, sacrebleu's corpus BLEU / 100)
 
 
 def score(pairs: Sequence[tuple[str, str]]) -> Score:
@@ -35,7 +36,8 @@ def score(pairs: Sequence[tuple[str, str]]) -> Score:
 
 def score_hypotheses(hypotheses: Iterable[base.Hypothesis], normalizer: Callable[[str], str]
                      ) -> dict[str, Score]:
-    """{"all": Score, "<lang>": Score, ...}."""
+    """{"all": Score, "<lang>": Score, ..., "<src>-><tgt>": Score with BLEU, ...}."""
+    hypotheses = list(hypotheses)
     by_language: dict[str, list[tuple[str, str]]] = {}
     everything: list[tuple[str, str]] = []
     for hyp in hypotheses:
@@ -47,7 +49,28 @@ def score_hypotheses(hypotheses: Iterable[base.Hypothesis], normalizer: Callable
         scores.update({lang: score(pairs) for lang, pairs in sorted(by_language.items())})
     elif by_language:
         scores[next(iter(by_language))] = scores["all"]
+    scores.update(translation_scores(hypotheses, normalizer))
     return scores
+
+
+def translation_scores(hypotheses: Iterable[base.Hypothesis], normalizer: Callable[[str], str]) -> dict[str, Score]:
+    """{"en->de": Score with BLEU, ...} for rows whose speech and transcript languages
+    differ: WER says little about a translation, BLEU is the field's measure."""
+    raw: dict[str, list[base.Hypothesis]] = {}
+    for hyp in hypotheses:
+        if hyp.source_language and hyp.language and hyp.source_language != hyp.language:
+            raw.setdefault(f"{hyp.source_language}->{hyp.language}", []).append(hyp)
+    if not raw:
+        return {}
+    # Only Canary translates; sacrebleu comes with the nemo extra that runs it.
+    import sacrebleu
+
+    out = {}
+    for pair, rows in sorted(raw.items()):
+        plain = score([(normalizer(h.reference), normalizer(h.hypothesis)) for h in rows])
+        bleu = sacrebleu.corpus_bleu([h.hypothesis for h in rows], [[h.reference for h in rows]]).score / 100
+        out[pair] = dataclasses.replace(plain, bleu=float(bleu))
+    return out
 
 
 def write_decode_jsonl(path: Path, hypotheses: Iterable[base.Hypothesis], normalizer: Callable[[str], str]) -> None:

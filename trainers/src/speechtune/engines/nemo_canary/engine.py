@@ -475,6 +475,7 @@ def transcribe_manifest(model: Any, manifest: Path, batch_size: int = 8) -> list
                 hypothesis=clean_hypothesis(text),
                 language=row.target_lang,
                 duration=float(row.fields["duration"]) if row.fields.get("duration") is not None else None,
+                source_language=row.source_lang,
             )
         )
     return hypotheses
