@@ -259,7 +259,9 @@ def _architecture(spec: Mapping[str, Any]) -> tuple[Architecture | None, str]:
     if model.get("pretrained") in KNOWN_MODELS:
         return KNOWN_MODELS[model["pretrained"]], name
     config_file = Path(model.get("path") or model.get("pretrained") or "") / "config.json"
-    if model.get("path") and config_file.is_file():
+    # Only an absolute path names a folder here: a relative one lives on the model volume,
+    # which `validate` (or an admission webhook) has not mounted; its cwd is not that volume.
+    if model.get("path") and Path(model["path"]).is_absolute() and config_file.is_file():
         try:
             return Architecture.from_config(json.loads(config_file.read_text(encoding="utf-8"))), name
         except (OSError, ValueError, TypeError, AttributeError):  # unreadable: the engine says why
