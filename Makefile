@@ -32,8 +32,9 @@ e2e: setup  ## operator, chart and Prometheus tests on the real local control pl
 bench: setup  ## side-by-side measurements, printed as tables
 	$(PY) tests/bench/run.py
 
-cluster-up: setup  ## local control plane; admin kubeconfig at .cluster/kubeconfig
-	$(PY) hack/cluster/controlplane.py up
+BACKEND ?= pytorchjob
+cluster-up: setup  ## local control plane; admin kubeconfig at .cluster/kubeconfig; BACKEND=trainjob adds JobSet + Kubeflow Trainer v2
+	$(PY) hack/cluster/controlplane.py up --backend $(BACKEND)
 
 cluster-down:
 	$(PY) hack/cluster/controlplane.py down

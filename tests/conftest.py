@@ -29,6 +29,7 @@ class Cluster:
     env: dict[str, str]  # os.environ plus KUBECONFIG and PATH (with the binaries' folders first)
     bin_dir: Path | None  # kubectl's folder; None on an external cluster (PATH's own)
     _restart_apiserver: Callable[[], None] | None = None
+    _ensure_backend: Callable[[str], None] | None = None
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -44,6 +45,12 @@ class Cluster:
                 f"kubectl {' '.join(args)} exited {result.returncode}:\n{result.stderr}{result.stdout}"
             )
         return result
+
+    def ensure_backend(self, backend: str) -> None:
+        """Start the controllers of `backend` (trainjob: JobSet and Kubeflow Trainer v2) unless
+        they run; an external cluster is taken to have them installed."""
+        if self._ensure_backend is not None:
+            self._ensure_backend(backend)
 
     @property
     def can_restart_apiserver(self) -> bool:
@@ -91,8 +98,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if os.environ.get("SPEECHTUNE_KUBECONFIG") or not any(_needs_binaries(item) for item in items):
         return
     build, _ = _import_localcluster()
+    # Tests on the trainjob backend (the `backend` fixture) need JobSet and Kubeflow Trainer
+    # v2 too; built here, in parallel with the rest, not in the middle of a test.
+    trainjob = any("backend" in getattr(item, "fixturenames", ()) for item in items)
+    versions = build.versions
+    components = versions.BASE_COMPONENTS + (versions.TRAINJOB_COMPONENTS if trainjob else ())
     try:
-        build.ensure_binaries()
+        build.ensure_binaries(components=components)
     except build.ToolchainMissing as error:
         _BUILD_ERROR.append(str(error))
 
@@ -131,6 +143,7 @@ def cluster() -> Iterator[Cluster]:
             env=local.kubectl_env(layout, bins),
             bin_dir=bins.path("kubectl").parent,
             _restart_apiserver=lambda: local.restart_apiserver(layout),
+            _ensure_backend=lambda backend: local.ensure_up(layout, started_by="pytest", backends=(backend,)),
         )
     finally:
         local.release(layout, os.getpid())

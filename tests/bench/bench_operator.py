@@ -58,8 +58,22 @@ def kubeconfig() -> tuple[Path, dict[str, str]]:
 
     layout = cluster.default_layout()
     bins = build.ensure_binaries()
-    cluster.ensure_up(layout, started_by="bench_operator")
-    return layout.kubeconfig, cluster.kubectl_env(layout, bins)
+    # Both backends side by side: JobSet and Trainer v2 too, and the chart's runtimes.
+    cluster.ensure_up(layout, started_by="bench_operator", backends=("pytorchjob", "trainjob"))
+    env = cluster.kubectl_env(layout, bins)
+    install_training_runtimes(bins.path("helm"), env)
+    return layout.kubeconfig, env
+
+
+def install_training_runtimes(helm: Path, env: dict[str, str]) -> None:
+    """The chart's ClusterTrainingRuntimes (backend=trainjob), which the TrainJobs reference."""
+    import subprocess  # noqa: PLC0415
+
+    rendered = subprocess.run([str(helm), "template", "speechtune", str(REPO / "charts" / "speechtune"), "--set",
+                               "backend=trainjob", "--show-only", "templates/trainingruntimes.yaml"],
+                              capture_output=True, text=True, check=True).stdout
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=rendered, env=env, text=True, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def resource(backend: backends.Backend) -> tuple[str, str, str]:

@@ -280,3 +280,33 @@ def test_podmonitor_selects_the_trainer_pods_the_operator_makes(full_objects: li
     assert ports[pod_monitor["podMetricsEndpoints"][0]["port"]] == values["trainers"]["metricsPort"]
     assert trainer["image"] == values["engines"][job["spec"]["engine"]]["image"]
     assert trainer["imagePullPolicy"] == values["trainers"]["imagePullPolicy"]
+
+
+def test_trainjob_backend_ships_a_runtime_per_engine_and_trainjob_rbac(helm: Path) -> None:
+    """backend=trainjob: one ClusterTrainingRuntime per engine (the name the operator's
+    TrainJobs reference), the engine's image and our command in container `node`, and RBAC
+    on trainjobs instead of pytorchjobs (nothing else changes)."""
+    from speechtune_operator import names, settings  # noqa: PLC0415  (the operator's venv package)
+
+    objects = template(helm, "--set", "backend=trainjob")
+    expected = {**{k: v for k, v in EXPECTED_RULES.items() if k != ("kubeflow.org", "pytorchjobs")},
+                ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch"}}
+    assert granted(objects) == expected
+    assert {e["name"]: e.get("value") for e in container(objects)["env"]}["SPEECHTUNE_BACKEND"] == "trainjob"
+    runtimes = {r["metadata"]["name"]: r for r in by_kind(objects, "ClusterTrainingRuntime")}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(runtimes) == {names.training_runtime_name(engine) for engine in settings.ENGINES}
+    for engine in settings.ENGINES:
+        runtime = runtimes[names.training_runtime_name(engine)]["spec"]
+        assert "torch" in runtime["mlPolicy"]
+        [node] = runtime["template"]["spec"]["replicatedJobs"]
+        assert node["name"] == "node"
+        assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+        pod = node["template"]["spec"]["template"]["spec"]
+        [trainer] = pod["containers"]
+        assert trainer["name"] == "node" and trainer["image"] == values["engines"][engine]["image"]
+        assert trainer["command"] == ["speechtune", "train", "--job", "/etc/speechtune/job.yaml"]
+        assert {p["name"]: p["containerPort"] for p in trainer["ports"]} == {"metrics": values["trainers"]["metricsPort"]}
+        assert trainer["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+    assert not by_kind(template(helm), "ClusterTrainingRuntime")  # the default backend ships none

@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 
-from localcluster import commandlines, layout, training_operator, versions  # noqa: E402
+from localcluster import commandlines, layout, trainer_v2, training_operator, versions  # noqa: E402
 
 MANIFESTS = REPO / "hack" / "cluster" / "manifests"
 
@@ -34,12 +34,42 @@ def stages() -> dict[str, dict[str, Any]]:
 
 
 def test_every_component_listens_on_loopback_only(ports: dict[str, int], tmp_layout: layout.Layout) -> None:
-    bins = versions.binaries()
+    bins = versions.binaries(versions.ALL_COMPONENTS)
     for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "training-operator"):
         args = " ".join(commandlines.argv(name, bins, tmp_layout, ports))
         assert "0.0.0.0" not in args, name
         assert "127.0.0.1" in args, name
     assert len(set(ports.values())) == len(ports)
+    # JobSet and Trainer v2 take theirs from a config file: every address there is loopback.
+    assert "--metrics-bind-address=0" in commandlines.argv("jobset", bins, tmp_layout, ports)
+    for config in (trainer_v2.jobset_config(tmp_layout, ports), trainer_v2.trainer_config(ports)):
+        assert config["webhook"]["host"] == "127.0.0.1"
+        assert config["health"]["healthProbeBindAddress"].startswith("127.0.0.1:")
+        assert config["leaderElection"] == {"leaderElect": False}
+    assert trainer_v2.trainer_config(ports)["metrics"]["bindAddress"].startswith("127.0.0.1:")
+
+
+def test_trainjob_webhooks_are_called_at_loopback_and_pod_webhooks_only_for_jobset_pods(tmp_layout: layout.Layout) -> None:
+    tmp_layout.pki.mkdir(parents=True)
+    (tmp_layout.pki / "webhook-ca.crt").write_text("not a real certificate")
+    manifests = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: mutating-webhook-configuration}
+webhooks:
+- name: mpod.kb.io
+  clientConfig: {service: {name: webhook-service, namespace: system, path: /mutate--v1-pod}}
+  rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}]
+- name: mjobset.kb.io
+  clientConfig: {service: {name: webhook-service, namespace: system, path: /mutate-jobset}}
+  rules: [{apiGroups: [jobset.x-k8s.io], apiVersions: [v1alpha2], operations: [CREATE], resources: [jobsets]}]
+"""
+    [config] = trainer_v2.webhook_configurations(tmp_layout, manifests, 4321, "jobset")
+    assert config["metadata"]["name"] == "jobset-mutating-webhook-configuration"
+    pod, jobset = config["webhooks"]
+    assert pod["clientConfig"]["url"] == "https://127.0.0.1:4321/mutate--v1-pod"
+    assert pod["objectSelector"]["matchExpressions"][0]["key"] == "jobset.sigs.k8s.io/jobset-name"
+    assert "objectSelector" not in jobset
 
 
 def test_training_operator_runs_pytorchjob_only_without_gang_scheduling(ports: dict[str, int], tmp_layout: layout.Layout) -> None:

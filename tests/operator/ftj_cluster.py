@@ -4,6 +4,7 @@ subprocess, pre-bound volumes, and polling with generous deadlines."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -28,6 +29,43 @@ CLAIMS = ("asr-data", "asr-runs", "asr-models", "hf-cache")
 GROUP, VERSION, PLURAL = "speechtune.dev", "v1alpha1", "finetunejobs"
 TEST_NAMESPACE_LABEL = "speechtune.dev/test-namespace"
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """What the tests look at on each backend, written down here independently of the
+    operator's own code: the child's resource, its pods' labels, its suspend switch."""
+
+    name: str
+    group: str
+    version: str
+    plural: str
+    pods_label: str  # on every pod of a child, valued with the child's name
+    rank0_labels: dict[str, str]
+    created_reason: str
+
+    def suspended(self, child: dict[str, Any]) -> bool:
+        spec = child["spec"]
+        return bool(spec["runPolicy"]["suspend"] if self.name == "pytorchjob" else spec["suspend"])
+
+    def nodes(self, child: dict[str, Any]) -> int:
+        if self.name == "pytorchjob":
+            return sum(int(r["replicas"]) for r in child["spec"]["pytorchReplicaSpecs"].values())
+        return int(child["spec"]["trainer"]["numNodes"])
+
+
+BACKENDS = {
+    "pytorchjob": Backend("pytorchjob", "kubeflow.org", "v1", "pytorchjobs", "training.kubeflow.org/job-name",
+                          {"training.kubeflow.org/replica-type": "master"}, "PyTorchJobCreated"),
+    # Pods of a TrainJob: JobSet's labels (its JobSet has the TrainJob's name), rank 0 = index 0.
+    "trainjob": Backend("trainjob", "trainer.kubeflow.org", "v1alpha1", "trainjobs", "jobset.sigs.k8s.io/jobset-name",
+                        {"batch.kubernetes.io/job-completion-index": "0"}, "TrainJobCreated"),
+}
+
+
+def children(custom: Any, backend: Backend, namespace: str) -> list[dict[str, Any]]:
+    return list(custom.list_namespaced_custom_object(backend.group, backend.version, namespace,
+                                                     backend.plural)["items"])
 
 
 def wait_for(check: Callable[[], T], *, timeout: float = 120, interval: float = 0.25, what: str = "") -> T:
@@ -94,19 +132,22 @@ class OperatorProcess:
     """`speechtune-operator` as a child process, watching one namespace."""
 
     def __init__(self, *, kubeconfig: Path, namespace: str, log: Path, extra_env: dict[str, str] | None = None,
-                 verbose: bool = True):
+                 verbose: bool = True, backend: str = "pytorchjob", trainer_metrics_port: int | None = None):
         self.metrics_port = free_port()
         self.health_port = free_port()
         # kwok's pods have IPs but no network: the operator's test-only setting scrapes
         # 127.0.0.1 instead, on the pods' container port named metrics (this free port).
-        self.trainer_metrics_port = free_port()
+        # On the trainjob backend the pod's metrics port comes from the ClusterTrainingRuntime:
+        # the caller renders it with this port.
+        self.trainer_metrics_port = trainer_metrics_port or free_port()
         self.log = log
         self._args = [sys.executable, "-m", "speechtune_operator.main", "--standalone", "--namespace", namespace,
                       f"--liveness=http://127.0.0.1:{self.health_port}/healthz"] + (["--verbose"] if verbose else [])
         self._env = {**os.environ, "KUBECONFIG": str(kubeconfig),
                      "SPEECHTUNE_OPERATOR_METRICS_PORT": str(self.metrics_port),
                      "SPEECHTUNE_SCRAPE_INTERVAL": "1", "SPEECHTUNE_TEST_SCRAPE_HOST": "127.0.0.1",
-                     "SPEECHTUNE_TRAINER_METRICS_PORT": str(self.trainer_metrics_port), **(extra_env or {})}
+                     "SPEECHTUNE_TRAINER_METRICS_PORT": str(self.trainer_metrics_port),
+                     "SPEECHTUNE_BACKEND": backend, **(extra_env or {})}
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "OperatorProcess":

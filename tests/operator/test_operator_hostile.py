@@ -20,6 +20,12 @@ from ftj_cluster import wait_for
 
 pytestmark = pytest.mark.cluster
 
+
+@pytest.fixture(scope="module")
+def namespace(backend_namespace: str) -> str:
+    """The namespace the `operator` fixture watches, once per backend."""
+    return backend_namespace
+
 SECRET = "eyJhbGciOiJSUzI1NiJ9.operator-service-account-token.not-for-users"
 
 

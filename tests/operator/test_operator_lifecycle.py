@@ -1,7 +1,8 @@
-"""Each shipped example through the whole path on the real control plane: kubectl apply ->
-the operator -> a PyTorchJob the real PyTorchJob CRD (and the training-operator's webhook)
-accepts -> the training-operator's pods -> kwok runs them -> the FinetuneJob's phase,
-conditions, events and progress; deletion collects every child."""
+"""Each shipped example through the whole path on the real control plane, on both backends:
+kubectl apply -> the operator -> a PyTorchJob the real CRD (and the training-operator's
+webhook) accepts, or a TrainJob Kubeflow Trainer v2's CRD and webhooks accept (its JobSet,
+JobSet's Jobs) -> their pods -> kwok runs them -> the FinetuneJob's phase, conditions,
+events and progress; deletion collects every child."""
 
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ from ftj_cluster import wait_for
 
 pytestmark = pytest.mark.cluster
 
-JOB_LABEL = "training.kubeflow.org/job-name"
+
+@pytest.fixture(scope="module")
+def namespace(backend_namespace: str) -> str:
+    return backend_namespace
 
 
 class Cluster:
     """The calls these tests make, on one namespace."""
 
-    def __init__(self, cluster: Any, api: Any, namespace: str) -> None:
-        self.cluster, (self.core, self.custom), self.ns = cluster, api, namespace
+    def __init__(self, cluster: Any, api: Any, namespace: str, backend: ftj_cluster.Backend) -> None:
+        self.cluster, (self.core, self.custom), self.ns, self.backend = cluster, api, namespace, backend
 
     def apply(self, body: dict[str, Any]) -> None:
         self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=yaml.safe_dump(body))
@@ -42,16 +46,25 @@ class Cluster:
         status = self.status(name)
         return status if status.get("phase") == phase else None
 
-    def pytorchjob(self, name: str) -> dict[str, Any] | None:
+    def child(self, name: str) -> dict[str, Any] | None:
+        """The PyTorchJob or TrainJob."""
+        b = self.backend
         try:
-            return dict(self.custom.get_namespaced_custom_object("kubeflow.org", "v1", self.ns, "pytorchjobs", name))
+            return dict(self.custom.get_namespaced_custom_object(b.group, b.version, self.ns, b.plural, name))
         except kubernetes.client.ApiException as error:
             if error.status == 404:
                 return None
             raise
 
     def pods(self, job: str) -> list[Any]:
-        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"{JOB_LABEL}={job}").items)
+        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"{self.backend.pods_label}={job}").items)
+
+    def rank0(self, job: str) -> str:
+        """The running rank-0 pod's name (a TrainJob's pods end in a random suffix)."""
+        pods = [p for p in self.pods(job) if p.status.phase == "Running"
+                and self.backend.rank0_labels.items() <= (p.metadata.labels or {}).items()]
+        assert len(pods) == 1, [p.metadata.name for p in pods]
+        return str(pods[0].metadata.name)
 
     def running_pods(self, job: str, count: int) -> list[Any]:
         pods = [p for p in self.pods(job) if p.status.phase == "Running"]
@@ -71,26 +84,31 @@ class Cluster:
                                                    ftj_cluster.PLURAL, name, {"spec": {"runPolicy": {"suspend": value}}})
 
     def children_gone(self, name: str) -> bool:
-        return self.pytorchjob(name) is None and not self.pods(name)
+        return self.child(name) is None and not self.pods(name)
 
 
 @pytest.fixture(scope="module")
-def k(cluster: Any, api: Any, namespace: str, operator: ftj_cluster.OperatorProcess) -> Cluster:
-    return Cluster(cluster, api, namespace)
+def k(cluster: Any, api: Any, namespace: str, backend: ftj_cluster.Backend,
+      operator: ftj_cluster.OperatorProcess) -> Cluster:
+    return Cluster(cluster, api, namespace, backend)
 
 
 def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it(k: Cluster) -> None:
     name = "canary-1b-v2-atc"
     k.apply(ftj_cluster.example("canary"))
-    pj = wait_for(lambda: k.pytorchjob(name), what="the PyTorchJob")
-    assert {r: s["replicas"] for r, s in pj["spec"]["pytorchReplicaSpecs"].items()} == {"Master": 1, "Worker": 1}
-    assert pj["metadata"]["ownerReferences"][0]["uid"] == k.ftj(name)["metadata"]["uid"]
-    wait_for(lambda: k.running_pods(name, 2), timeout=180, what="master and worker pods running under kwok")
+    child = wait_for(lambda: k.child(name), what=f"the {k.backend.name}")
+    assert k.backend.nodes(child) == 2
+    assert child["metadata"]["ownerReferences"][0]["uid"] == k.ftj(name)["metadata"]["uid"]
+    pods = wait_for(lambda: k.running_pods(name, 2), timeout=180, what="both nodes' pods running under kwok")
+    env = {e.name: e.value for e in pods[0].spec.containers[0].env}
+    assert env["PET_NNODES"] == "2" and env["PET_NPROC_PER_NODE"] == "8"  # torchrun's, from either controller
+    assert pods[0].spec.containers[0].command[:2] == ["torchrun", "--no-python"]
     wait_for(lambda: k.in_phase(name, "Running"), what="phase Running")
 
-    k.finish(f"{name}-master-0", "fail")
+    rank0 = k.rank0(name)
+    k.finish(rank0, "fail")
     status = wait_for(lambda: k.in_phase(name, "Failed"), what="phase Failed")
-    assert f"pod {name}-master-0 failed: Error (exit code 1)" in status["message"]
+    assert f"pod {rank0} failed: Error (exit code 1)" in status["message"]
     assert "kwok-outcome=fail" in status["message"]
     assert status["completionTime"]
     failed = wait_for(lambda: [e for e in k.event_reasons(name) if e[1] == "TrainingFailed"], what="the event")
@@ -153,13 +171,13 @@ def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(
     assert yaml.safe_load(pod.metadata.annotations[key])["spec"] == k.ftj(name)["spec"]
     assert not k.core.list_namespaced_config_map(k.ns, label_selector=f"speechtune.dev/finetunejob={name}").items
 
-    k.finish(f"{name}-master-0", "succeed")
+    k.finish(k.rank0(name), "succeed")
     status = wait_for(lambda: k.in_phase(name, "Succeeded"), what="phase Succeeded")
-    assert status["completionTime"] and status["startTime"]
+    assert status["completionTime"]
     assert status["observedGeneration"] == k.ftj(name)["metadata"]["generation"]
     reasons = [reason for _, reason, _ in wait_for(
         lambda: any(e[1] == "TrainingSucceeded" for e in k.event_reasons(name)) and k.event_reasons(name))]
-    assert {"PyTorchJobCreated", "TrainingRunning", "TrainingSucceeded"} <= set(reasons)
+    assert {k.backend.created_reason, "TrainingRunning", "TrainingSucceeded"} <= set(reasons)
 
 
 def test_mms_suspends_and_resumes(k: Cluster) -> None:
@@ -169,13 +187,13 @@ def test_mms_suspends_and_resumes(k: Cluster) -> None:
 
     k.suspend(name, True)
     wait_for(lambda: k.in_phase(name, "Suspended"), what="phase Suspended")
-    assert k.pytorchjob(name)["spec"]["runPolicy"]["suspend"] is True  # type: ignore[index]
+    assert k.backend.suspended(k.child(name))  # type: ignore[arg-type]
     wait_for(lambda: not k.pods(name), what="the suspended job's pods deleted")
 
     k.suspend(name, False)
     wait_for(lambda: k.in_phase(name, "Running") and k.running_pods(name, 1), timeout=180, what="resumed and running")
     assert any(reason == "TrainingResumed" for _, reason, _ in k.event_reasons(name))
-    k.finish(f"{name}-master-0", "succeed")
+    k.finish(k.rank0(name), "succeed")
     wait_for(lambda: k.in_phase(name, "Succeeded"), what="phase Succeeded")
 
 

@@ -135,8 +135,7 @@ def cached_name(build: GoBuild, written: str) -> str:
 
 def is_complete(bins: versions.Binaries, component: versions.Component) -> bool:
     folder = bins.folder(component)
-    return all((folder / name).is_file() for name in component.binaries) and all(
-        (folder / "crds" / name).is_file() for name in component.crd_names())
+    return all((folder / name).is_file() for name in (*component.binaries, *component.cached_files()))
 
 
 def missing_builds(bins: versions.Binaries) -> list[GoBuild]:
@@ -237,7 +236,7 @@ def ensure_binaries(*, quiet: bool = False,
             run_builds(todo, bins, quiet=quiet)
         for component in components:
             if not is_complete(bins, component):
-                copy_crds(bins, component)
+                copy_manifests(bins, component)
     return bins
 
 
@@ -258,7 +257,7 @@ def link_legacy_binaries(bins: versions.Binaries) -> None:
         return
     for component in bins.components:
         folder = bins.folder(component)
-        names = [*component.binaries, *(f"crds/{name}" for name in component.crd_names())]
+        names = [*component.binaries, *component.cached_files()]
         for name in names:
             source, target = legacy / name, folder / name
             if source.is_file() and not target.exists():
@@ -272,15 +271,18 @@ def link_legacy_binaries(bins: versions.Binaries) -> None:
                 os.replace(tmp, target)
 
 
-def copy_crds(bins: versions.Binaries, component: versions.Component) -> None:
-    """Keep a controller's CRDs next to its binary, so a warm start needs no Go."""
-    target = bins.folder(component) / "crds"
-    target.mkdir(exist_ok=True)
-    for module, path in component.crds:
-        source = module_dir(module, component.version) / path
-        tmp = target / f".{source.name}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target / source.name)
+def copy_manifests(bins: versions.Binaries, component: versions.Component) -> None:
+    """Keep a controller's CRDs and webhooks next to its binary, so a warm start needs no Go."""
+    files = component.cached_files()
+    if not files:
+        return
+    source = module_dir(component.module, component.version)
+    for name, path in files.items():
+        target = bins.folder(component) / name
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source / path, tmp)
+        os.replace(tmp, target)
 
 
 def run_builds(todo: list[GoBuild], bins: versions.Binaries, *, quiet: bool) -> None:

@@ -1,8 +1,10 @@
 """Bring the local control plane up and down; the state lives in `<repo>/.cluster/`.
 
 Start order matters: etcd, then kube-apiserver (everything else talks to it), then the
-controllers, the fake nodes, the PyTorchJob CRD and the training-operator. `state.json` is
-written as each process starts, so `down` can clean up even after a failed `up`.
+controllers, the fake nodes, the PyTorchJob CRD and the training-operator. The trainjob
+backend's JobSet and Kubeflow Trainer v2 start only when asked for (`up --backend trainjob`,
+or a test of that backend), next to the rest. `state.json` is written as each process
+starts, so `down` can clean up even after a failed `up`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from localcluster import build, commandlines, pki, processes, training_operator, versions
+from localcluster import build, commandlines, pki, processes, trainer_v2, training_operator, versions
 from localcluster.kube import kubectl
 from localcluster.layout import Layout, default_layout, locked, read_state, write_state
 
@@ -29,6 +31,8 @@ COMPONENTS = (
     "kwok",
     "training-operator",
 )
+BACKENDS = ("pytorchjob", "trainjob")  # the training-operator always runs; trainjob adds these:
+TRAINJOB_COMPONENTS = trainer_v2.COMPONENTS
 STARTUP_TIMEOUT_S = 300.0  # generous: two busy cores may be shared with training runs
 
 
@@ -47,6 +51,8 @@ def health_url(name: str, ports: dict[str, int]) -> str | None:
         "kube-scheduler": f"https://127.0.0.1:{ports['kube-scheduler']}/healthz",
         "kwok": f"http://127.0.0.1:{ports['kwok']}/healthz",
         "training-operator": f"http://127.0.0.1:{ports['training-operator-health']}/readyz",
+        "jobset": f"http://127.0.0.1:{ports.get('jobset-health')}/readyz",
+        "trainer": f"http://127.0.0.1:{ports.get('trainer-health')}/readyz",
     }.get(name)
 
 
@@ -63,11 +69,20 @@ def is_healthy(layout: Layout) -> bool:
     """Every recorded process alive and the apiserver ready: safe to reuse as it is."""
     state = read_state(layout)
     components = state.get("components", {})
-    if state.get("binaries") != versions.binaries().key or set(components) != set(COMPONENTS):
+    if state.get("binaries") != versions.binaries().key or not set(COMPONENTS) <= set(components):
         return False
     if not all(processes.is_running(c["pid"], c["argv"][0]) for c in components.values()):
         return False
     return apiserver_ready(layout, state["ports"])
+
+
+def trainjob_running(layout: Layout) -> bool:
+    """JobSet and Trainer v2 started (by this build of them) and alive."""
+    state = read_state(layout)
+    components = state.get("components", {})
+    return (state.get("trainjob_binaries") == versions.binaries(versions.TRAINJOB_COMPONENTS).key
+            and all(name in components and processes.is_running(components[name]["pid"], components[name]["argv"][0])
+                    for name in TRAINJOB_COMPONENTS))
 
 
 # ---------------------------------------------------------------- up
@@ -156,12 +171,41 @@ def start_all(bins: versions.Binaries, layout: Layout, started_by: str) -> dict[
     return state
 
 
-def ensure_up(layout: Layout, *, started_by: str, user_pid: int | None = None) -> bool:
-    """Bring the cluster up unless a healthy one is running. True if this call started it.
-    `user_pid` registers a session that uses the cluster (see `release`)."""
-    bins = build.ensure_binaries()
+def start_trainjob(layout: Layout) -> None:
+    """Start JobSet and Kubeflow Trainer v2 next to a running cluster."""
+    bins = versions.binaries(versions.BASE_COMPONENTS + versions.TRAINJOB_COMPONENTS)
+    state = read_state(layout)
+    for name in TRAINJOB_COMPONENTS:  # a dead one from an earlier start
+        entry = state["components"].pop(name, None)
+        if entry:
+            processes.stop(entry["pid"], entry["argv"][0])
+    state["ports"] = commandlines.pick_ports(state["ports"])
+    state["trainjob_binaries"] = versions.binaries(versions.TRAINJOB_COMPONENTS).key
+    write_state(layout, state)
+    trainer_v2.write_configs(layout, state["ports"])
+    trainer_v2.install_crds(bins, layout)
+    trainer_v2.register_webhooks(bins, layout, state["ports"])
+    for name in TRAINJOB_COMPONENTS:
+        launch(name, bins, layout, state)
+        wait_ready(name, layout, state)
+    say("JobSet and Kubeflow Trainer v2 ready")
+
+
+def ensure_up(layout: Layout, *, started_by: str, user_pid: int | None = None,
+              backends: Sequence[str] = ("pytorchjob",)) -> bool:
+    """Bring the cluster up unless a healthy one is running, with the controllers of
+    `backends`. True if this call started it. `user_pid` registers a session that uses the
+    cluster (see `release`)."""
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(BACKENDS)})")
+    trainjob = "trainjob" in backends
+    components = versions.BASE_COMPONENTS + (versions.TRAINJOB_COMPONENTS if trainjob else ())
+    build.ensure_binaries(components=components)
     with locked(layout):
-        started = ensure_up_locked(bins, layout, started_by)
+        started = ensure_up_locked(versions.binaries(), layout, started_by)
+        if trainjob and not trainjob_running(layout):
+            start_trainjob(layout)
         if user_pid is not None:
             register_user(layout, user_pid)
         return started
@@ -198,7 +242,7 @@ def stop_all(layout: Layout, *, keep_logs: bool = True) -> None:
     """Stop every recorded process and forget the cluster (etcd data, certificates)."""
     state = read_state(layout)
     components = state.get("components", {})
-    for name in reversed(COMPONENTS):
+    for name in reversed(COMPONENTS + TRAINJOB_COMPONENTS):
         entry = components.get(name)
         if entry:
             processes.stop(entry["pid"], entry["argv"][0])

@@ -113,16 +113,36 @@ def argv(name: str, bins: versions.Binaries, layout: Layout, ports: dict[str, in
             "--zap-devel=false",
             "--zap-log-level=info",
         ]
+    if name == "jobset":
+        return [
+            str(bins.path("jobset")),
+            f"--kubeconfig={layout.kubeconfig}",
+            # Webhook (127.0.0.1), health and no leader election: in the config file.
+            f"--config={layout.root / 'jobset-config.yaml'}",
+            "--metrics-bind-address=0",  # its metrics server would want in-cluster authn
+            "--zap-log-level=info",
+        ]
+    if name == "trainer":
+        return [
+            str(bins.path("trainer-controller-manager")),
+            f"--kubeconfig={layout.kubeconfig}",
+            # Webhook (127.0.0.1), metrics, health and no leader election: in the config file.
+            f"--config={layout.root / 'trainer-config.yaml'}",
+            "--zap-log-level=info",
+        ]
     raise ValueError(f"unknown component {name!r}")
 
 
 def env(name: str, layout: Layout) -> dict[str, str] | None:
-    if name != "training-operator":
+    if name not in ("training-operator", "trainer"):
         return None
     variables = dict(os.environ)
     variables["KUBECONFIG"] = str(layout.kubeconfig)
-    variables["MY_POD_NAMESPACE"] = "kubeflow"  # where its cert rotator looks for the webhook Secret
-    variables["TMPDIR"] = str(layout.tmp)  # its webhook server's certificate folder (see seed_webhook_cert)
+    if name == "training-operator":
+        variables["MY_POD_NAMESPACE"] = "kubeflow"  # where its cert rotator looks for the webhook Secret
+    # Their webhook servers' certificate folder, $TMPDIR/k8s-webhook-server/serving-certs
+    # (see training_operator.seed_webhook_cert).
+    variables["TMPDIR"] = str(layout.tmp)
     return variables
 
 
@@ -136,13 +156,20 @@ PORT_NAMES = (
     "training-operator-metrics",
     "training-operator-health",
     "training-operator-webhook",
+    "jobset-webhook",
+    "jobset-health",
+    "trainer-webhook",
+    "trainer-health",
+    "trainer-metrics",
 )
 
 
-def pick_ports() -> dict[str, int]:
-    ports: dict[str, int] = {}
-    while len(ports) < len(PORT_NAMES):
-        port = processes.free_port()
-        if port not in ports.values():
-            ports[PORT_NAMES[len(ports)]] = port
+def pick_ports(taken: dict[str, int] | None = None) -> dict[str, int]:
+    """A free loopback port for every name; `taken` (a running cluster's) are kept."""
+    ports: dict[str, int] = dict(taken or {})
+    for name in PORT_NAMES:
+        while name not in ports:
+            port = processes.free_port()
+            if port not in ports.values():
+                ports[name] = port
     return ports

@@ -34,15 +34,25 @@ class Component:
     name: str
     version: str
     binaries: tuple[str, ...]
-    # CRD files kept next to the binaries, so a warm start needs no Go: (module, path in it)
-    crds: tuple[tuple[str, str], ...] = ()
+    module: str = ""  # the Go module its manifests come from
+    # Files of that module kept next to the binaries, so a warm start needs no Go: its CRDs
+    # (cached as crds/<file name>) and its webhook configurations (cached as webhooks.yaml).
+    crds: tuple[str, ...] = ()
+    webhooks: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.name}-{self.version}"
 
     def crd_names(self) -> tuple[str, ...]:
-        return tuple(Path(path).name for _, path in self.crds)
+        return tuple(Path(path).name for path in self.crds)
+
+    def cached_files(self) -> dict[str, str]:
+        """Cached name (relative to its folder) -> path in the module."""
+        files = {f"crds/{Path(path).name}": path for path in self.crds}
+        if self.webhooks:
+            files["webhooks.yaml"] = self.webhooks
+        return files
 
 
 KUBERNETES_COMPONENT = Component(
@@ -51,16 +61,17 @@ ETCD_COMPONENT = Component("etcd", ETCD, ("etcd",))
 KWOK_COMPONENT = Component("kwok", KWOK, ("kwok",))
 HELM_COMPONENT = Component("helm", HELM, ("helm",))
 TRAINING_OPERATOR_COMPONENT = Component(
-    "training-operator", TRAINING_OPERATOR, ("training-operator",),
-    # Only PyTorchJob is served.
-    crds=((TRAINING_OPERATOR_MODULE, "manifests/base/crds/kubeflow.org_pytorchjobs.yaml"),))
+    "training-operator", TRAINING_OPERATOR, ("training-operator",), module=TRAINING_OPERATOR_MODULE,
+    crds=("manifests/base/crds/kubeflow.org_pytorchjobs.yaml",))  # only PyTorchJob is served
 TRAINER_COMPONENT = Component(
-    "trainer", TRAINER, ("trainer-controller-manager",),
-    crds=tuple((TRAINER_MODULE, f"manifests/base/crds/trainer.kubeflow.org_{plural}.yaml")
-               for plural in ("clustertrainingruntimes", "trainingruntimes", "trainjobs")))
+    "trainer", TRAINER, ("trainer-controller-manager",), module=TRAINER_MODULE,
+    crds=tuple(f"manifests/base/crds/trainer.kubeflow.org_{plural}.yaml"
+               for plural in ("clustertrainingruntimes", "trainingruntimes", "trainjobs")),
+    webhooks="manifests/base/webhook/manifests.yaml")
 JOBSET_COMPONENT = Component(
-    "jobset", JOBSET, ("jobset",),
-    crds=((JOBSET_MODULE, "config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"),))
+    "jobset", JOBSET, ("jobset",), module=JOBSET_MODULE,
+    crds=("config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml",),
+    webhooks="config/components/webhook/manifests.yaml")
 
 # What every local cluster runs; the trainjob backend adds TRAINJOB_COMPONENTS.
 BASE_COMPONENTS = (KUBERNETES_COMPONENT, ETCD_COMPONENT, KWOK_COMPONENT, HELM_COMPONENT,

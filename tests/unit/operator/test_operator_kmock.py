@@ -20,6 +20,7 @@ import pytest_asyncio
 import ftj_crd
 from polling import free_port
 from speechtune_operator import main, settings, telemetry
+from speechtune_operator.builders import backends
 from speechtune_operator.client import api
 from speechtune_operator.handlers import jobcache, registration
 
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 NS = "research"
 FTJ = "speechtune.dev/v1alpha1/finetunejobs"
 PJ = "kubeflow.org/v1/pytorchjobs"
+TJ = "trainer.kubeflow.org/v1alpha1/trainjobs"
 T = TypeVar("T")
 
 
@@ -81,6 +83,7 @@ def declare_resources(server: km.KubernetesEmulator) -> None:
     verbs = {"list", "watch", "get", "create", "patch", "update", "delete"}
     server.resources[FTJ] = km.ResourceInfo(kind="FinetuneJob", namespaced=True, subresources={"status"}, verbs=verbs)
     server.resources[PJ] = km.ResourceInfo(kind="PyTorchJob", namespaced=True, subresources={"status"}, verbs=verbs)
+    server.resources[TJ] = km.ResourceInfo(kind="TrainJob", namespaced=True, subresources={"status"}, verbs=verbs)
     for plural, kind in (("pods", "Pod"), ("configmaps", "ConfigMap"), ("events", "Event")):
         server.resources[f"v1/{plural}"] = km.ResourceInfo(kind=kind, namespaced=True, verbs=verbs)
     # kopf watches these to notice resources and namespaces appearing at run time.
@@ -91,13 +94,25 @@ def declare_resources(server: km.KubernetesEmulator) -> None:
 
 @pytest_asyncio.fixture
 async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
+    async with running(kmock, "pytorchjob") as harness:
+        yield harness
+
+
+@pytest_asyncio.fixture
+async def trainjob_operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
+    async with running(kmock, "trainjob") as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def running(kmock: km.KubernetesEmulator, backend: str) -> AsyncIterator[Harness]:
     declare_resources(kmock)
     url = str(kmock.url).rstrip("/")
     client_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
     clients = api.Clients(custom=kubernetes.client.CustomObjectsApi(client_api))
     # The operator scrapes the master pod's metrics port, on 127.0.0.1 instead of its IP.
     config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4,
-                               test_scrape_host="127.0.0.1", trainer_metrics_port=free_port())
+                               test_scrape_host="127.0.0.1", trainer_metrics_port=free_port(), backend=backend)
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -105,7 +120,8 @@ async def operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
         return kopf.ConnectionInfo(server=url)
 
     registration.register(registry, registration.Context(
-        settings=config, clients=clients, cache=jobcache.JobCache(), telemetry=telemetry.Telemetry()))
+        settings=config, clients=clients, cache=jobcache.JobCache(), telemetry=telemetry.Telemetry(),
+        backend=backends.for_settings(config)))
     # kopf owns its event loop (it cancels tasks it finds there on exit): give it a thread.
     stop, ready = threading.Event(), threading.Event()
     kopf_config = main.kopf_settings(config)
@@ -301,3 +317,37 @@ async def test_a_failing_handler_posts_our_words_not_the_users_data(operator: Ha
     failed = await eventually(lambda: [e for e in operator.events() if "creating the children failed" in e["message"]])
     assert "ValueError; will retry" in failed[0]["message"]
     assert secret not in str(operator.events())
+
+
+async def test_trainjob_backend_makes_one_owned_trainjob_and_mirrors_its_conditions(trainjob_operator: Harness) -> None:
+    h = trainjob_operator
+    body = await h.create_job(uid="uid-tj")
+    name = body["metadata"]["name"]
+    [tj] = await eventually(lambda: h.objects(TJ))
+    assert tj["metadata"]["ownerReferences"][0]["uid"] == "uid-tj"
+    assert tj["spec"]["runtimeRef"]["name"] == "speechtune-speechbrain-ctc"
+    assert not h.objects(PJ)
+    await h.call(h.clients.custom.patch_namespaced_custom_object_status, "trainer.kubeflow.org", "v1alpha1", NS,
+                 "trainjobs", name, {"status": {"jobsStatus": [{"name": "node", "ready": 1, "active": 1}]}})
+    await eventually(lambda: h.get(FTJ, name).get("status", {}).get("phase") == "Running")
+    assert h.get(FTJ, name)["status"]["trainJob"] == name
+    await h.call(h.clients.custom.patch_namespaced_custom_object_status, "trainer.kubeflow.org", "v1alpha1", NS,
+                 "trainjobs", name, {"status": {"conditions": [
+                     {"type": "Complete", "status": "True", "reason": "AllJobsCompleted", "message": "jobset completed",
+                      "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    await eventually(lambda: h.get(FTJ, name).get("status", {}).get("phase") == "Succeeded")
+    await eventually(lambda: {"TrainJobCreated", "TrainingRunning", "TrainingSucceeded"}
+                     <= {event["reason"] for event in h.events()})
+
+
+async def test_trainjob_backend_refuses_what_it_cannot_carry_once_by_name(trainjob_operator: Harness) -> None:
+    h = trainjob_operator
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS)
+    body["metadata"].update(resourceVersion="1", uid="uid-prio")
+    body["spec"]["resources"]["priorityClassName"] = "high"
+    await h.call(h.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1", NS, "finetunejobs", body)
+    status = await eventually(lambda: h.get(FTJ, body["metadata"]["name"]).get("status", {}).get("phase") == "Failed"
+                              and h.get(FTJ, body["metadata"]["name"])["status"])
+    assert "spec.resources.priorityClassName" in status["message"]
+    assert not h.objects(TJ)
+    await eventually(lambda: any(e["reason"] == "UnsupportedByBackend" for e in h.events()))
