@@ -187,6 +187,7 @@ def test_full_values_images_and_settings(full_objects: list[dict[str, Any]]) -> 
     assert env["SPEECHTUNE_IMAGE_PULL_POLICY"] == values["trainers"]["imagePullPolicy"]
     assert env["SPEECHTUNE_TRAINER_METRICS_PORT"] == str(values["trainers"]["metricsPort"])
     assert env["SPEECHTUNE_HF_TOKEN_SECRET"] == values["trainers"]["hfTokenSecret"]["name"]
+    assert env["SPEECHTUNE_ALLOWED_CAPABILITIES"] == "IPC_LOCK,SYS_NICE"
     assert env["TZ"] == "UTC"
     pod = one(full_objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]

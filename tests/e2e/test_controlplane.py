@@ -30,7 +30,7 @@ def pytorchjob(name: str, *, restart_policy: str) -> dict[str, Any]:
                             "resources": {"limits": {"nvidia.com/gpu": gpus}},
                         }
                     ],
-                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"},
                 }
             },
         }

@@ -104,6 +104,19 @@ INVALID: dict[str, tuple[Edit, str, str, str]] = {
     "toleration Exists with a value": (set_path("spec.resources.tolerations", [{"key": "k", "operator": "Exists",
                                                                                 "value": "v"}]),
                                        "speechbrain-atc0", "spec.resources.tolerations[0]", "must not set a value"),
+    "literal secret in pod.env": (set_path("spec.pod.env", [{"name": "WANDB_API_KEY", "value": "k"}]),
+                                  "speechbrain-atc0", "spec.pod.env[0].value", "valueFrom.secretKeyRef"),
+    "operator's variable in pod.env": (set_path("spec.pod.env", [{"name": "SPEECHTUNE_RUN_ID", "value": "x"}]),
+                                       "speechbrain-atc0", "spec.pod.env[0].name", "set by the operators"),
+    "hostPath in pod.volumes": (set_path("spec.pod.volumes", [{"name": "h", "hostPath": {"path": "/"}}]),
+                                "speechbrain-atc0", "spec.pod.volumes[0]", "exactly one of"),
+    "mount over /data": (set_path("spec.pod", {"volumes": [{"name": "x", "emptyDir": {}}],
+                                               "volumeMounts": [{"name": "x", "mountPath": "/data"}]}),
+                         "speechbrain-atc0", "spec.pod.volumeMounts[0].mountPath", "operator's mounts"),
+    "GPU in pod.extraResources": (set_path("spec.pod.extraResources", {"nvidia.com/gpu": 8}), "canary",
+                                  "spec.pod.extraResources", "GPU resource"),
+    "lower-case capability": (set_path("spec.pod.addCapabilities", ["sys_admin"]), "canary",
+                              "spec.pod.addCapabilities[0]", "should match"),
 }
 
 
@@ -132,6 +145,7 @@ IMMUTABLE: dict[str, tuple[Edit, str, str]] = {
     "model added": (set_path("spec.model", {"pretrained": "x/y"}), "spec.model", "immutable"),
     "backoff limit": (set_path("spec.runPolicy.backoffLimit", 9), "spec.runPolicy.backoffLimit", "only runPolicy.suspend"),
     "queue added": (set_path("spec.runPolicy.queueName", "q"), "spec.runPolicy", "only runPolicy.suspend"),
+    "pod added": (set_path("spec.pod", {"labels": {"a": "b"}}), "spec.pod", "immutable"),
 }
 
 

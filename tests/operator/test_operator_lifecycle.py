@@ -103,6 +103,15 @@ def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it
     env = {e.name: e.value for e in pods[0].spec.containers[0].env}
     assert env["PET_NNODES"] == "2" and env["PET_NPROC_PER_NODE"] == "8"  # torchrun's, from either controller
     assert pods[0].spec.containers[0].command[:2] == ["torchrun", "--no-python"]
+    # spec.pod reached the real pods: RDMA resource, IPC_LOCK, NCCL settings, fabric affinity.
+    for pod in pods:
+        [box] = pod.spec.containers
+        assert box.resources.limits["rdma/ib"] == "1" and box.resources.limits["nvidia.com/gpu"] == "8"
+        assert box.security_context.capabilities.add == ["IPC_LOCK"]
+        assert box.security_context.capabilities.drop == ["ALL"]
+        assert {e.name: e.value for e in box.env}["NCCL_IB_HCA"] == "mlx5"
+        assert pod.spec.affinity.pod_affinity.required_during_scheduling_ignored_during_execution
+        assert pod.spec.automount_service_account_token is False
     wait_for(lambda: k.in_phase(name, "Running"), what="phase Running")
 
     rank0 = k.rank0(name)
@@ -116,6 +125,17 @@ def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it
 
     k.cluster.kubectl("delete", "-n", k.ns, "finetunejob", name)
     wait_for(lambda: k.children_gone(name), timeout=180, what="garbage collection of every child")
+
+
+def test_a_capability_outside_the_allow_list_fails_the_job_with_an_event(k: Cluster) -> None:
+    body = ftj_cluster.tiny_job("cap-refused")
+    body["spec"]["pod"] = {"addCapabilities": ["SYS_ADMIN"]}
+    k.apply(body)
+    status = wait_for(lambda: k.in_phase("cap-refused", "Failed"), what="phase Failed")
+    assert status["message"].startswith("spec.pod.addCapabilities: SYS_ADMIN not in the operator's allow-list")
+    refused = wait_for(lambda: [e for e in k.event_reasons("cap-refused") if e[1] == "JobRefused"], what="the event")
+    assert refused[0][0] == "Warning" and "SYS_ADMIN" in refused[0][2]
+    assert k.child("cap-refused") is None
 
 
 @contextlib.contextmanager

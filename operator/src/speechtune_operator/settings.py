@@ -70,6 +70,10 @@ class Settings:
         "", "Tests only: a loopback address scraped instead of the master pod's IP (the port "
         "is still the pod's container port named metrics). The local control plane's pods "
         "have no network; no Kubernetes object can set this.", "SPEECHTUNE_TEST_SCRAPE_HOST")
+    allowed_capabilities: tuple[str, ...] = _setting(
+        ("IPC_LOCK",), "Linux capabilities a FinetuneJob may add to its trainer container "
+        "(spec.pod.addCapabilities, comma-separated); IPC_LOCK lets RDMA pin memory. Empty "
+        "allows none.", "SPEECHTUNE_ALLOWED_CAPABILITIES")
     workers: int = _setting(
         32, "Threads running the (blocking) handlers, and the API connection pool size. Each "
         "creation waits ~0.1 s on the PyTorchJob admission webhook, so this bounds how many "

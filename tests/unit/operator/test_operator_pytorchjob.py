@@ -114,7 +114,7 @@ def test_no_model_volume_no_models_mount() -> None:
 
 def test_shm_is_memory_backed_and_sized() -> None:
     volumes = {v["name"]: v for v in pod_spec(build("canary"))["volumes"]}
-    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
 
 
 def test_secrets_only_by_reference_and_run_id_is_the_uid() -> None:
@@ -154,7 +154,7 @@ def test_run_policy_maps_every_field() -> None:
 def test_scheduling_fields_reach_the_pod() -> None:
     job = build("canary", resources__priorityClassName="training-high")
     spec = pod_spec(job)
-    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-B200"}
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert spec["priorityClassName"] == "training-high"
 
@@ -166,7 +166,8 @@ def test_security_context_is_restrictive() -> None:
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     box = container(job)["securityContext"]
     assert box["allowPrivilegeEscalation"] is False and box["readOnlyRootFilesystem"] is True
-    assert box["capabilities"] == {"drop": ["ALL"]}
+    # The canary example adds IPC_LOCK (RDMA) through spec.pod; nothing else comes back.
+    assert box["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
     assert pod_spec(job)["automountServiceAccountToken"] is False
 
 

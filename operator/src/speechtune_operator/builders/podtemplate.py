@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import jobfile
+from speechtune_operator.builders import jobfile, podsettings
 
 TRAIN_COMMAND = ["speechtune", "train", "--job", f"{names.JOB_FILE_DIR}/{names.JOB_FILE_NAME}"]
 # Lightning's KubeflowEnvironment pins local_rank to 0, so several GPUs per pod need one
@@ -75,7 +75,7 @@ def pod_template(body: Mapping[str, Any], settings: settings_mod.Settings,
         pod_spec["tolerations"] = [dict(t) for t in resources["tolerations"]]
     if resources.get("priorityClassName"):
         pod_spec["priorityClassName"] = resources["priorityClassName"]
-    return {
+    template = {
         "metadata": {
             "labels": names.child_labels(body),
             "annotations": {
@@ -87,6 +87,7 @@ def pod_template(body: Mapping[str, Any], settings: settings_mod.Settings,
         },
         "spec": pod_spec,
     }
+    return podsettings.apply_pod_settings(template, spec.get("pod") or {}, settings, trainer.name)
 
 
 def _container(body: Mapping[str, Any], settings: settings_mod.Settings,

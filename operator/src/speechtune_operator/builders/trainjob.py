@@ -32,7 +32,11 @@ PATCHED_POD_FIELDS = frozenset({"volumes", "securityContext", "nodeSelector", "a
                                 "tolerations", "schedulingGates", "imagePullSecrets",
                                 "serviceAccountName"})
 # Where the user wrote a pod field the trainjob backend cannot carry.
-_USER_FIELD = {"priorityClassName": "spec.resources.priorityClassName"}
+_USER_FIELD = {"priorityClassName": "spec.resources.priorityClassName",
+               "topologySpreadConstraints": "spec.pod.topologySpreadConstraints",
+               "runtimeClassName": "spec.pod.runtimeClassName",
+               "schedulerName": "spec.pod.schedulerName",
+               "envFrom": "spec.pod.envFrom"}
 # runPolicy fields the ClusterTrainingRuntime fixes at these values (the CRD's defaults).
 RUNTIME_RUN_POLICY = {"backoffLimit": 3, "cleanPodPolicy": "None"}
 
@@ -101,7 +105,8 @@ def _check_carried(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None
     carried = {"name", "image", "command", "env", "resources", "volumeMounts", "securityContext"}
     for key in container:
         if key not in carried | RUNTIME_CONTAINER_FIELDS:
-            raise podtemplate.Unsupported(f"container field {key}: the trainjob backend cannot set it per job")
+            raise podtemplate.Unsupported(f"{_USER_FIELD.get(key, 'container field ' + key)}: the trainjob backend "
+                                          "cannot set it per job")
 
 
 def _check_run_policy(policy: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import backends, jobfile, phase, podtemplate
+from speechtune_operator.builders import backends, jobfile, phase, podsettings, podtemplate
 from speechtune_operator.client import api, children, finetunejobs
 
 logger = logging.getLogger(__name__)
@@ -25,16 +25,15 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
     try:
         child = backend.build(body, settings)
     except jobfile.JobFileTooLarge as error:  # no retry can make it fit: fail the job, say why
-        finetunejobs.patch_status(clients, body["metadata"]["namespace"], body["metadata"]["name"],
-                                  {"phase": phase.FAILED, "message": str(error)})
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(error))
+        _fail(body, clients, str(error), reason="InvalidSpec")
         return
     except podtemplate.Unsupported as error:
         # The spec is valid, but this cluster's backend cannot run it: say so once, no retry.
-        message = f"backend {backend.name}: {error}"
-        finetunejobs.patch_status(clients, body["metadata"]["namespace"], body["metadata"]["name"],
-                                  {"phase": phase.FAILED, "message": message})
-        kopf.event(body, type="Warning", reason="UnsupportedByBackend", message=message)
+        _fail(body, clients, f"backend {backend.name}: {error}", reason="UnsupportedByBackend")
+        return
+    except podsettings.PodSettingsRefused as error:
+        # Valid by the CRD, refused by this operator's settings (e.g. a capability).
+        _fail(body, clients, str(error), reason="JobRefused")
         return
     kopf.adopt(child, owner=body)
     stored_child, created = children.create_or_get_child(clients, backend.child, child)
@@ -45,6 +44,12 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
                    message=f"created {kind} {stored_child['metadata']['name']}")
     # No status write here: the child's first watch event brings phase, its name and
     # observedGeneration in one patch (mirroring), one write per job fewer under a burst.
+
+
+def _fail(body: kopf.Body, clients: api.Clients, message: str, *, reason: str) -> None:
+    finetunejobs.patch_status(clients, body["metadata"]["namespace"], body["metadata"]["name"],
+                              {"phase": phase.FAILED, "message": message})
+    kopf.event(body, type="Warning", reason=reason, message=message)
 
 
 def _check_owner(child: dict[str, Any], body: kopf.Body) -> None:
