@@ -42,11 +42,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def kopf_settings(settings: settings_mod.Settings) -> kopf.OperatorSettings:
+def kopf_settings(settings: settings_mod.Settings, children: jobcache.ChildCache) -> kopf.OperatorSettings:
     config = kopf.OperatorSettings()
-    # Our own annotation keys, not kopf's defaults, on the FinetuneJobs (nothing on children).
+    # Our own annotation keys, not kopf's defaults, on the FinetuneJobs (nothing on children);
+    # what has been handled is read from the children (persistence.ChildDiffBaseStorage).
     config.persistence.progress_storage = persistence.progress_storage()
-    config.persistence.diffbase_storage = persistence.diffbase_storage()
+    config.persistence.diffbase_storage = persistence.diffbase_storage(children)
     config.persistence.finalizer = "speechtune.dev/finalizer"
     # kopf's own "Handler succeeded" events only at WARNING; ours are posted explicitly.
     config.posting.level = logging.WARNING
@@ -79,11 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         telemetry.serve(settings.metrics_port)
     registry = kopf.OperatorRegistry()
     registration.register_login(registry, args.kubeconfig)
+    backend = backends.for_settings(settings)
+    children = jobcache.ChildCache(backend.suspended)
     registration.register(registry, registration.Context(
         settings=settings, clients=clients, cache=cache, telemetry=telemetry,
-        backend=backends.for_settings(settings)))
+        backend=backend, children=children))
     runtime.freeze_startup_heap()
-    kopf.run(registry=registry, settings=kopf_settings(settings), standalone=True,
+    kopf.run(registry=registry, settings=kopf_settings(settings, children), standalone=True,
              clusterwide=not namespaces, namespaces=namespaces,
              liveness_endpoint=args.liveness or None)
     return 0

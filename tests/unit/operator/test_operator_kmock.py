@@ -37,6 +37,11 @@ class Harness:
     server: km.KubernetesEmulator
     clients: api.Clients
     config: settings.Settings
+    telemetry: telemetry.Telemetry
+
+    def reconciled(self) -> float:
+        """Handler runs that succeeded so far (creation and status mirror)."""
+        return float(self.telemetry.reconciles.labels(telemetry.RESULT_SUCCESS)._value.get())
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # The Kubernetes client blocks; kmock serves from this event loop.
@@ -119,12 +124,14 @@ async def running(kmock: km.KubernetesEmulator, backend: str) -> AsyncIterator[H
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=url)
 
-    registration.register(registry, registration.Context(
-        settings=config, clients=clients, cache=jobcache.JobCache(), telemetry=telemetry.Telemetry(),
-        backend=backends.for_settings(config)))
+    backend = backends.for_settings(config)
+    context = registration.Context(settings=config, clients=clients, cache=jobcache.JobCache(),
+                                   telemetry=telemetry.Telemetry(), backend=backend,
+                                   children=jobcache.ChildCache(backend.suspended))
+    registration.register(registry, context)
     # kopf owns its event loop (it cancels tasks it finds there on exit): give it a thread.
     stop, ready = threading.Event(), threading.Event()
-    kopf_config = main.kopf_settings(config)
+    kopf_config = main.kopf_settings(config, context.children)
     # kopf can post its log lines (handler failures included) as Events; on here, so the
     # tests see that whatever reaches an Event that way is in our words.
     kopf_config.posting.loggers = True
@@ -134,7 +141,7 @@ async def running(kmock: km.KubernetesEmulator, backend: str) -> AsyncIterator[H
     thread.start()
     assert await asyncio.to_thread(ready.wait, 30), "the operator did not start"
     try:
-        yield Harness(server=kmock, clients=clients, config=config)
+        yield Harness(server=kmock, clients=clients, config=config, telemetry=context.telemetry)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 30)
@@ -163,6 +170,13 @@ async def test_creation_makes_one_owned_pytorchjob_and_nothing_else(operator: Ha
     status = await eventually(lambda: operator.get(FTJ, "sb-conformer-atc0-lora")["status"])
     assert (status["phase"], status["pytorchJob"], status["observedGeneration"]) == \
         ("Pending", "sb-conformer-atc0-lora", 1)
+    # Handling the new job wrote nothing to it but that status: no bookkeeping annotation,
+    # no finalizer (kopf's record of what is handled is the child).
+    metadata = operator.get(FTJ, "sb-conformer-atc0-lora")["metadata"]
+    assert not any(key.startswith("speechtune.dev/") for key in metadata.get("annotations") or {}), metadata.get("annotations")
+    assert not metadata.get("finalizers")
+    patches = [r for r in operator.server["patch"] if r.resource is not None and r.resource.plural == "finetunejobs"]
+    assert [r.subresource for r in patches] == ["status"]
     assert any(e.get("reason") == "PyTorchJobCreated" for e in await eventually(operator.events))
 
 
@@ -175,13 +189,11 @@ async def test_an_existing_child_is_adopted_not_duplicated(operator: Harness) ->
     await operator.call(operator.clients.custom.create_namespaced_custom_object, "kubeflow.org", "v1", NS,
                         "pytorchjobs", existing)
     await operator.create_job(uid="uid-2")
-    # Creation handled: kopf records the handled spec once the handler has succeeded.
-    await eventually(lambda: "speechtune.dev/last-handled-configuration" in
-                     operator.get(FTJ, body["metadata"]["name"])["metadata"].get("annotations", {}))
-    # The operator did try to create it (and met 409); kmock's watch even replays the
-    # creation, so the handler may run twice: still exactly one PyTorchJob.
-    posts = [r for r in operator.server["post"] if r.resource is not None and r.resource.plural == "pytorchjobs"]
-    assert len(posts) >= 2
+    # Seen by the operator: its child's status reaches it.
+    await set_pj_conditions(operator, body["metadata"]["name"], ("Created", "True"))
+    await eventually(lambda: operator.get(FTJ, body["metadata"]["name"]).get("status", {}).get("pytorchJob"))
+    # Whether the child's watch event came first (nothing to do) or the job's (the creation
+    # handler meets 409 and reads it): still exactly one PyTorchJob, the existing one.
     [pj] = operator.objects(PJ)
     assert pj["spec"] == existing["spec"]
 
@@ -242,8 +254,8 @@ async def test_a_finished_job_is_not_recreated(operator: Harness) -> None:
     body["metadata"]["resourceVersion"] = "1"
     await operator.call(operator.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1",
                         NS, "finetunejobs", body)
-    await eventually(lambda: "speechtune.dev/last-handled-configuration" in
-                     operator.get(FTJ, body["metadata"]["name"])["metadata"].get("annotations", {}))
+    await eventually(lambda: operator.reconciled() >= 1)  # the creation handler ran, and made nothing
+    await asyncio.sleep(0.5)
     assert operator.objects(PJ) == []
 
 

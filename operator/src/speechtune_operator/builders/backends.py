@@ -27,6 +27,7 @@ class Backend:
     pods_label: str  # label on every pod of the child, valued with the child's name
     rank0_labels: Mapping[str, str]  # labels of the rank-0 pod, besides pods_label
     suspend_patch: Callable[[bool], dict[str, Any]]  # merge patch of the child's suspend
+    suspended: Callable[[Mapping[str, Any]], bool]  # the child's suspend switch
 
     def pods_selector(self, child_name: str) -> str:
         return f"{self.pods_label}={child_name}"
@@ -50,6 +51,7 @@ PYTORCHJOB = Backend(
     rank0_labels={"training.kubeflow.org/replica-type": "master",
                   "training.kubeflow.org/replica-index": "0"},
     suspend_patch=lambda suspend: {"spec": {"runPolicy": {"suspend": suspend}}},
+    suspended=lambda child: bool(child.get("spec", {}).get("runPolicy", {}).get("suspend")),
 )
 
 TRAINJOB = Backend(
@@ -63,6 +65,7 @@ TRAINJOB = Backend(
     rank0_labels={"jobset.sigs.k8s.io/replicatedjob-name": trainjob_status.TRAINER_JOB,
                   "batch.kubernetes.io/job-completion-index": "0"},
     suspend_patch=lambda suspend: {"spec": {"suspend": suspend}},
+    suspended=lambda child: bool(child.get("spec", {}).get("suspend")),
 )
 
 BACKENDS = {backend.name: backend for backend in (PYTORCHJOB, TRAINJOB)}

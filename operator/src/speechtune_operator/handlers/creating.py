@@ -12,12 +12,13 @@ from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
 from speechtune_operator.builders import backends, jobfile, phase, podsettings, podtemplate
 from speechtune_operator.client import api, children, finetunejobs
+from speechtune_operator.handlers import jobcache
 
 logger = logging.getLogger(__name__)
 
 
 def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients: api.Clients,
-                    backend: backends.Backend = backends.PYTORCHJOB) -> None:
+                    seen: jobcache.ChildCache, backend: backends.Backend = backends.PYTORCHJOB) -> None:
     status = body.get("status") or {}
     if status.get("phase") in phase.FINISHED:
         # Its child may be gone (ttlSecondsAfterFinished); recreating it would train again.
@@ -38,6 +39,9 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
     kopf.adopt(child, owner=body)
     stored_child, created = children.create_or_get_child(clients, backend.child, child)
     _check_owner(stored_child, body)
+    # Handled: kopf's diff-base is this cache (persistence.py); the child's watch event
+    # that would tell it comes later, after more events of this FinetuneJob.
+    seen.observe(stored_child)
     if created:
         kind = backend.child.kind
         kopf.event(body, type="Normal", reason=f"{kind}Created",

@@ -1,14 +1,16 @@
-"""What the operator last saw of each FinetuneJob, fed by its watch stream.
+"""What the operator last saw of each FinetuneJob and of each child, fed by their watch
+streams (and by its own writes, before the watch brings them back).
 
-The PyTorchJob status mirror compares against this view to write status only when it
-changes, without a GET per event; the phase gauge counts from it.
+The status mirror compares against the FinetuneJob view to write status only when it
+changes, without a GET per event; the phase gauge counts from it. The child view is kopf's
+record of what has been handled (persistence.ChildDiffBaseStorage).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from speechtune_operator.builders import phase
 
@@ -65,3 +67,40 @@ class JobCache:
                 # No phase yet: the PyTorchJob has not reported; that is Pending to a user.
                 counts[str(view.status.get("phase") or phase.PENDING)] += 1
         return counts
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildView:
+    owner_uids: frozenset[str]
+    suspended: bool
+
+
+class ChildCache:
+    """Each child (PyTorchJob or TrainJob) by namespace and name: who owns it, and its
+    suspend switch."""
+
+    def __init__(self, suspended: Callable[[Mapping[str, Any]], bool]) -> None:
+        self._suspended = suspended
+        self._lock = threading.Lock()
+        self._views: dict[tuple[str, str], ChildView] = {}
+
+    def observe(self, child: Mapping[str, Any], *, deleted: bool = False) -> None:
+        meta = child["metadata"]
+        key = (meta["namespace"], meta["name"])
+        owners = frozenset(str(ref.get("uid")) for ref in meta.get("ownerReferences") or [])
+        with self._lock:
+            if deleted:
+                self._views.pop(key, None)
+            else:
+                self._views[key] = ChildView(owner_uids=owners, suspended=self._suspended(child))
+
+    def remember_suspend(self, namespace: str, name: str, suspended: bool) -> None:
+        """After patching the child's switch, before its watch event comes back."""
+        with self._lock:
+            view = self._views.get((namespace, name))
+            if view is not None:
+                self._views[(namespace, name)] = dataclasses.replace(view, suspended=suspended)
+
+    def get(self, namespace: str, name: str) -> ChildView | None:
+        with self._lock:
+            return self._views.get((namespace, name))

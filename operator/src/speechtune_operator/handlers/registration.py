@@ -26,6 +26,9 @@ class Context:
     cache: jobcache.JobCache
     telemetry: telemetry_mod.Telemetry
     backend: backends.Backend = backends.PYTORCHJOB  # the only backend-specific choice
+    # The children seen or made; also kopf's record of what is handled (main.kopf_settings).
+    children: jobcache.ChildCache = dataclasses.field(
+        default_factory=lambda: jobcache.ChildCache(backends.PYTORCHJOB.suspended))
 
 
 def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
@@ -51,19 +54,22 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     def reconcile(body: kopf.Body, **_: Any) -> None:
         with ctx.telemetry.reconcile(), guarding.in_our_words("creating the children", delay=RETRY_BACKOFF):
-            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
+            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, seen=ctx.children,
+                                     backend=ctx.backend)
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
     def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
         with guarding.in_our_words("suspending or resuming", delay=RETRY_BACKOFF):
-            suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, backend=ctx.backend)
+            suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, seen=ctx.children,
+                                     backend=ctx.backend)
 
     child = ctx.backend.child
 
     @kopf.on.event(child.group, child.version, child.plural, id="mirror-status",
                    labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry)
     def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
+        ctx.children.observe(body, deleted=type == "DELETED")
         if type == "DELETED":
             return
         with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the status", delay=RETRY_BACKOFF):
