@@ -4,7 +4,6 @@ the child itself, so that handling a new FinetuneJob writes nothing to it."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, cast
 
 import kopf
@@ -79,7 +78,8 @@ class ChildDiffBaseStorage(LeanDiffBaseStorage):
         if child is None or meta.get("uid") not in child.owner_uids:
             return None  # no child of this very FinetuneJob (yet): a creation
         # Without extra fields: those of our handlers (spec.runPolicy.suspend) are in the spec.
-        essence = cast(dict[str, Any], copy.deepcopy(dict(self.build(body=body))))
+        # build() returns a fresh copy, ours to change.
+        essence = cast(dict[str, Any], self.build(body=body))
         policy = essence.setdefault("spec", {}).setdefault("runPolicy", {})
         if bool(policy.get("suspend")) != child.suspended:
             policy["suspend"] = child.suspended
