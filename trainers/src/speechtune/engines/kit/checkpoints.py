@@ -2,7 +2,8 @@
 engine's own loop uses (nemo-canary keeps Lightning's, guarded by the same checks).
 
 A checkpoint is a folder `step-<N>` holding
-  weights.safetensors  the tensors the engine chose (trainable-only for PEFT modes)
+  weights.pt           the tensors the engine chose (trainable-only for PEFT modes); a
+                       torch zip of tensors only (the speechbrain image has no safetensors)
   states.pt            optimizer, scheduler, scaler, RNG and engine states; plain
                        containers and tensors only, so it loads with weights_only=True
   checkpoint.json      step, validation metrics, loop position and file sizes: written
@@ -33,14 +34,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import safetensors.torch
 import torch
 
 from speechtune.engines import base
 
 from speechtune.engines.kit import layout
 
-WEIGHTS = "weights.safetensors"
+WEIGHTS = "weights.pt"
 STATES = "states.pt"
 MANIFEST = "checkpoint.json"
 _PARTIAL = ".partial"
@@ -105,7 +105,7 @@ class Store:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             partial.mkdir(parents=True)
-            safetensors.torch.save_file(_cpu_unshared(weights), str(partial / WEIGHTS))
+            torch.save({name: tensor.detach().cpu() for name, tensor in weights.items()}, partial / WEIGHTS)
             torch.save({**states, "rng": rng_states()}, partial / STATES)
             files = {p.name: p.stat().st_size for p in sorted(partial.iterdir())}
             kept = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
@@ -192,7 +192,7 @@ class Store:
             if actual != size:
                 raise CorruptCheckpoint(f"{path}: {name} is {actual} bytes, {size} were written")
         try:
-            weights = safetensors.torch.load_file(str(path / WEIGHTS))
+            weights = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
             states = torch.load(path / STATES, map_location="cpu", weights_only=True)
         except Exception as error:  # truncated or garbled: every reader's error type differs
             raise CorruptCheckpoint(f"{path}: {type(error).__name__}: {error}") from error
@@ -269,18 +269,6 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _cpu_unshared(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied weights): those are copied."""
-    seen: set[int] = set()
-    out = {}
-    for name, tensor in weights.items():
-        tensor = tensor.detach().cpu().contiguous()
-        pointer = tensor.untyped_storage().data_ptr()
-        out[name] = tensor.clone() if pointer in seen else tensor
-        seen.add(pointer)
-    return out
 
 
 def _fsync(path: Path) -> None:
