@@ -106,10 +106,17 @@ def test_trainjob_phase(job: dict[str, Any], expected: str) -> None:
     assert trainjob_status.read_trainjob(job).phase == expected
 
 
-def test_trainjob_status_names_the_child_and_dates_the_end() -> None:
-    desired = phase.desired_status(tj(("Complete", "True")), reader=backends.TRAINJOB.read)
+def test_trainjob_status_names_the_child_and_dates_start_and_end() -> None:
+    job = tj(("Complete", "True"))
+    job["metadata"]["creationTimestamp"] = "2025-12-31T00:00:00Z"
+    desired = phase.desired_status(job, reader=backends.TRAINJOB.read)
     assert desired["trainJob"] == "job" and "pytorchJob" not in desired
     assert desired["completionTime"] == "2026-01-01T00:00:00Z"
+    assert desired["startTime"] == "2025-12-31T00:00:00Z"  # created, never suspended
+    resumed = tj(("Suspended", "False"), ready=1)
+    resumed["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-02T00:00:00Z"
+    assert phase.desired_status(resumed, reader=backends.TRAINJOB.read)["startTime"] == "2026-01-02T00:00:00Z"
+    assert "startTime" not in phase.desired_status(tj(), reader=backends.TRAINJOB.read)
     assert [c["type"] for c in desired["conditions"]] == ["Complete"]
 
 
