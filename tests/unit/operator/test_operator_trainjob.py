@@ -136,3 +136,9 @@ def test_backend_setting_is_checked() -> None:
     assert backends.for_settings(settings.Settings(backend="trainjob")) is backends.TRAINJOB
     with pytest.raises(ValueError, match="setting backend: unknown backend 'mpijob'"):
         settings.Settings(backend="mpijob")
+
+
+def test_a_service_account_token_is_refused_not_dropped() -> None:
+    # The runtime fixes automountServiceAccountToken: false; a TrainJob cannot turn it on.
+    with pytest.raises(podtemplate.Unsupported, match=r"spec\.pod\.serviceAccountName \(its token\)"):
+        build("canary", pod={"serviceAccountName": "asr-cloud"})

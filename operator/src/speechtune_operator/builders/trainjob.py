@@ -25,7 +25,8 @@ PATCH_MANAGER = "speechtune.dev/operator"
 
 # Pod fields the ClusterTrainingRuntime sets, the same for every job (the chart renders them
 # from the operator's settings); a TrainJob cannot change them per job.
-RUNTIME_POD_FIELDS = frozenset({"automountServiceAccountToken", "enableServiceLinks"})
+# A job whose pod differs there (spec.pod.serviceAccountName mounts its token) is refused.
+RUNTIME_POD_FIELDS = {"automountServiceAccountToken": False, "enableServiceLinks": False}
 RUNTIME_CONTAINER_FIELDS = frozenset({"imagePullPolicy", "ports"})
 # Pod fields a runtime patch carries (trainer.kubeflow.org/v1alpha1 PodSpecPatch).
 PATCHED_POD_FIELDS = frozenset({"volumes", "securityContext", "nodeSelector", "affinity",
@@ -36,7 +37,8 @@ _USER_FIELD = {"priorityClassName": "spec.resources.priorityClassName",
                "topologySpreadConstraints": "spec.pod.topologySpreadConstraints",
                "runtimeClassName": "spec.pod.runtimeClassName",
                "schedulerName": "spec.pod.schedulerName",
-               "envFrom": "spec.pod.envFrom"}
+               "envFrom": "spec.pod.envFrom",
+               "automountServiceAccountToken": "spec.pod.serviceAccountName (its token)"}
 # runPolicy fields the ClusterTrainingRuntime fixes at these values (the CRD's defaults).
 RUNTIME_RUN_POLICY = {"backoffLimit": 3, "cleanPodPolicy": "None"}
 
@@ -98,7 +100,8 @@ def _pod_patch(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str
 
 def _check_carried(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
     for key in pod:
-        if key not in PATCHED_POD_FIELDS | RUNTIME_POD_FIELDS | {"containers"}:
+        fixed = key in RUNTIME_POD_FIELDS and pod[key] == RUNTIME_POD_FIELDS[key]
+        if key not in PATCHED_POD_FIELDS | {"containers"} and not fixed:
             raise podtemplate.Unsupported(f"{_USER_FIELD.get(key, 'pod field ' + key)}: the trainjob backend cannot "
                               "set it per job (a TrainJob's runtime patch has no such field); "
                               "use the pytorchjob backend")
