@@ -138,7 +138,14 @@ def test_backend_setting_is_checked() -> None:
         settings.Settings(backend="mpijob")
 
 
-def test_a_service_account_token_is_refused_not_dropped() -> None:
-    # The runtime fixes automountServiceAccountToken: false; a TrainJob cannot turn it on.
-    with pytest.raises(podtemplate.Unsupported, match=r"spec\.pod\.serviceAccountName \(its token\)"):
-        build("canary", pod={"serviceAccountName": "asr-cloud"})
+def test_a_service_account_token_is_carried_as_the_volume_the_kubelet_would_mount() -> None:
+    # The runtime fixes automountServiceAccountToken: false; the patch mounts the token itself.
+    pod = pod_patch(build("canary", pod={"serviceAccountName": "asr-cloud"}))["spec"]
+    assert pod["serviceAccountName"] == "asr-cloud" and "automountServiceAccountToken" not in pod
+    [volume] = [v for v in pod["volumes"] if v["name"] == trainjob.TOKEN_VOLUME]
+    assert {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}} in volume["projected"]["sources"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == trainjob.TOKEN_VOLUME]
+    assert mount == {"name": trainjob.TOKEN_VOLUME, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                     "readOnly": True}
+    assert "volumes" not in pod_patch(build("canary"))["spec"] or all(
+        v["name"] != trainjob.TOKEN_VOLUME for v in pod_patch(build("canary"))["spec"]["volumes"])
