@@ -27,6 +27,7 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"get", "list", "watch"},
     ("", "events"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # each job's (networkPolicy.enabled)
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }
@@ -67,7 +68,8 @@ def test_helm_lint(helm: Path, values: Path | None) -> None:
 def test_default_render_has_exactly_the_expected_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = collections.Counter(obj["kind"] for obj in default_objects)
     assert kinds == {"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 2,
-                     "ClusterRoleBinding": 2, "Service": 1, "Deployment": 1, "ConfigMap": 2}
+                     "ClusterRoleBinding": 2, "Service": 1, "Deployment": 1, "ConfigMap": 2,
+                     "NetworkPolicy": 1}
     namespaced = [o for o in default_objects if o["kind"] not in {"CustomResourceDefinition", "ClusterRole",
                                                                    "ClusterRoleBinding"}]
     assert {o["metadata"]["namespace"] for o in namespaced} == {"speechtune-system"}

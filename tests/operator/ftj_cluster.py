@@ -147,7 +147,10 @@ class OperatorProcess:
                      "SPEECHTUNE_OPERATOR_METRICS_PORT": str(self.metrics_port),
                      "SPEECHTUNE_SCRAPE_INTERVAL": "1", "SPEECHTUNE_TEST_SCRAPE_HOST": "127.0.0.1",
                      "SPEECHTUNE_TRAINER_METRICS_PORT": str(self.trainer_metrics_port),
-                     "SPEECHTUNE_BACKEND": backend, **(extra_env or {})}
+                     "SPEECHTUNE_BACKEND": backend,
+                     # As the chart runs it: each job fenced by its own NetworkPolicy.
+                     "SPEECHTUNE_TRAINER_NETWORK_POLICY": "true", "SPEECHTUNE_PROMETHEUS_NAMESPACES": "monitoring",
+                     **(extra_env or {})}
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "OperatorProcess":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,4 +117,10 @@ def test_no_annotation_or_spec_field_chooses_what_the_operator_fetches(
         assert SECRET not in text, f"the secret reached the {where}"
         assert "operator-service-account-token" not in text, f"part of the secret reached the {where}"
     for name in jobs:
+        # Fenced by the operator (as the chart configures it): a policy naming the job itself,
+        # not the label the user wrote on the FinetuneJob.
+        policy = json.loads(cluster.kubectl("get", "networkpolicy", f"{name}-trainers", "-n", namespace,
+                                            "-o", "json").stdout)
+        assert policy["spec"]["podSelector"] == {"matchLabels": {"speechtune.dev/finetunejob": name}}
+        assert policy["metadata"]["ownerReferences"][0]["name"] == name
         cluster.kubectl("delete", "-n", namespace, "finetunejob", name, "--wait=false")

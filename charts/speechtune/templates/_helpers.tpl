@@ -27,6 +27,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The operator pod's selector labels as key=value,key=value (the operator's setting
+operator_pod_labels, which narrows the trainers' NetworkPolicy to this pod). */}}
+{{- define "speechtune.selectorPairs" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "speechtune.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{- define "speechtune.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "speechtune.fullname" .) .Values.serviceAccount.name -}}

@@ -71,6 +71,10 @@ def training_runtime_name(engine: str) -> str:
     return f"speechtune-{engine}"
 
 
+def networkpolicy_name(job_name: str) -> str:
+    return f"{job_name}-trainers"
+
+
 def master_pod_name(job_name: str) -> str:
     # Named by the training-operator: <job>-<replica type, lower case>-<index>.
     return f"{pytorchjob_name(job_name)}-master-0"

@@ -39,6 +39,32 @@ class Settings:
     image_hf_ctc: str = _setting(
         "ghcr.io/speechtune/speechtune-hf:0.1.0",
         "Trainer image for engine hf-ctc.", "SPEECHTUNE_IMAGE_HF_CTC")
+    allowed_image_prefixes: tuple[str, ...] = _setting(
+        (), "Registries/prefixes (comma-separated, e.g. ghcr.io/speechtune/) a FinetuneJob's "
+        "spec.image may come from; the engine images are always allowed.",
+        "SPEECHTUNE_ALLOWED_IMAGE_PREFIXES")
+    refuse_unlisted_images: bool = _setting(
+        True, "Fail a FinetuneJob whose spec.image is not allowed. When false it runs, but "
+        "without the Hugging Face token.", "SPEECHTUNE_REFUSE_UNLISTED_IMAGES")
+    default_priority_class: str = _setting(
+        "", "PriorityClass of trainer pods whose job names none; empty: the cluster's default.",
+        "SPEECHTUNE_DEFAULT_PRIORITY_CLASS")
+    forbid_system_priority_classes: bool = _setting(
+        True, "Fail a FinetuneJob asking for a system-* PriorityClass.",
+        "SPEECHTUNE_FORBID_SYSTEM_PRIORITY_CLASSES")
+    trainer_network_policy: bool = _setting(
+        False, "Give every job a NetworkPolicy: its pods accept connections only from pods of "
+        "the same job, and on the metrics port from the operator and the Prometheus namespaces.",
+        "SPEECHTUNE_TRAINER_NETWORK_POLICY")
+    operator_namespace: str = _setting(
+        "", "The operator's own namespace (peer of the trainers' metrics port).",
+        "SPEECHTUNE_OPERATOR_NAMESPACE")
+    operator_pod_labels: tuple[str, ...] = _setting(
+        (), "Labels of the operator's pod, key=value (comma-separated), narrowing that peer.",
+        "SPEECHTUNE_OPERATOR_POD_LABELS")
+    prometheus_namespaces: tuple[str, ...] = _setting(
+        (), "Namespaces (comma-separated) whose Prometheus may scrape the trainers' metrics port.",
+        "SPEECHTUNE_PROMETHEUS_NAMESPACES")
     image_pull_policy: str = _setting(
         "IfNotPresent", "imagePullPolicy of the trainer containers.",
         "SPEECHTUNE_IMAGE_PULL_POLICY")
@@ -94,6 +120,8 @@ class Settings:
         if self.test_scrape_host and not _is_loopback(self.test_scrape_host):
             raise ValueError(f"setting test_scrape_host must be a loopback IP address, got "
                              f"{self.test_scrape_host!r}")
+        if any("=" not in label or not label.split("=", 1)[0] for label in self.operator_pod_labels):
+            raise ValueError(f"setting operator_pod_labels: want key=value items, got {self.operator_pod_labels}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"setting image_pull_policy: unknown policy {self.image_pull_policy!r}")
 
@@ -137,7 +165,10 @@ def _convert(field: dataclasses.Field[Any], raw: Any) -> Any:
             items: Sequence[str] = raw.split(",") if isinstance(raw, str) else raw
             return tuple(item.strip() for item in items if item.strip())
         if isinstance(default, bool):
-            return str(raw).lower() in ("1", "true", "yes")
+            word = str(raw).strip().lower()
+            if word not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError(f"not a boolean: {raw!r}")
+            return word in ("1", "true", "yes")
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):

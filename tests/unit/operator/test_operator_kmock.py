@@ -95,6 +95,8 @@ def declare_resources(server: km.KubernetesEmulator) -> None:
     server.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = km.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs=verbs)
     server.resources["v1/namespaces"] = km.ResourceInfo(kind="Namespace", namespaced=False, verbs=verbs)
+    server.resources["networking.k8s.io/v1/networkpolicies"] = km.ResourceInfo(
+        kind="NetworkPolicy", namespaced=True, verbs=verbs)
 
 
 @pytest_asyncio.fixture
@@ -109,15 +111,24 @@ async def trainjob_operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harne
         yield harness
 
 
+@pytest_asyncio.fixture
+async def fenced_operator(kmock: km.KubernetesEmulator) -> AsyncIterator[Harness]:
+    """As the chart runs it by default: each job gets its NetworkPolicy."""
+    async with running(kmock, "pytorchjob", trainer_network_policy=True, operator_namespace="speechtune-system",
+                       prometheus_namespaces=("monitoring",)) as harness:
+        yield harness
+
+
 @contextlib.asynccontextmanager
-async def running(kmock: km.KubernetesEmulator, backend: str) -> AsyncIterator[Harness]:
+async def running(kmock: km.KubernetesEmulator, backend: str, **overrides: Any) -> AsyncIterator[Harness]:
     declare_resources(kmock)
     url = str(kmock.url).rstrip("/")
     client_api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
     clients = api.Clients(custom=kubernetes.client.CustomObjectsApi(client_api))
     # The operator scrapes the master pod's metrics port, on 127.0.0.1 instead of its IP.
     config = settings.Settings(scrape_interval=0.2, scrape_timeout=1.0, metrics_port=0, workers=4,
-                               test_scrape_host="127.0.0.1", trainer_metrics_port=free_port(), backend=backend)
+                               test_scrape_host="127.0.0.1", trainer_metrics_port=free_port(), backend=backend,
+                               **overrides)
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -364,3 +375,47 @@ async def test_trainjob_backend_refuses_what_it_cannot_carry_once_by_name(trainj
     assert "spec.resources.priorityClassName" in status["message"]
     assert not h.objects(TJ)
     await eventually(lambda: any(e["reason"] == "UnsupportedByBackend" for e in h.events()))
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("image", "docker.io/someone/trainer:latest", "ImageNotAllowed"),
+    ("priorityClassName", "system-node-critical", "PriorityClassNotAllowed"),
+])
+async def test_a_refused_job_fails_without_children(operator: Harness, field: str, value: str, reason: str) -> None:
+    body = ftj_crd.stored("speechbrain-atc0", namespace=NS, uid="uid-9")
+    body["metadata"]["resourceVersion"] = "1"
+    if field == "image":
+        body["spec"]["image"] = value
+    else:
+        body["spec"]["resources"]["priorityClassName"] = value
+    await operator.call(operator.clients.custom.create_namespaced_custom_object, "speechtune.dev", "v1alpha1",
+                        NS, "finetunejobs", body)
+    name = body["metadata"]["name"]
+    status = await eventually(lambda: operator.get(FTJ, name).get("status", {}).get("phase") == "Failed" and
+                              operator.get(FTJ, name)["status"])
+    assert status["message"].startswith("spec.image: " if field == "image" else "spec.resources.priorityClassName: ")
+    # One Event; kmock's watch may replay the creation before the Failed status is seen: two.
+    event, *_ = await eventually(lambda: [e for e in operator.events() if e.get("reason") == reason])
+    assert event["type"] == "Warning" and event["message"] == status["message"]
+    await asyncio.sleep(0.5)  # the handler ran (its Event is out): nothing may follow it
+    assert operator.objects(PJ) == []
+
+
+NP = "networking.k8s.io/v1/networkpolicies"
+
+
+async def test_each_job_is_fenced_before_its_pods_can_exist(fenced_operator: Harness) -> None:
+    h = fenced_operator
+    body = await h.create_job(uid="uid-np")
+    name = body["metadata"]["name"]
+    [policy] = await eventually(lambda: h.objects(NP))
+    await eventually(lambda: h.objects(PJ))
+    [owner] = policy["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("FinetuneJob", name, "uid-np")
+    assert policy["metadata"]["name"] == f"{name}-trainers"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"speechtune.dev/finetunejob": name}}
+    posts = [r.resource.plural for r in h.server["post"] if r.resource is not None
+             and r.resource.plural in ("networkpolicies", "pytorchjobs")]
+    assert posts[0] == "networkpolicies"  # the PyTorchJob (and so its pods) only after the fence
+    await asyncio.sleep(0.5)
+    assert len(h.objects(NP)) == 1  # a replayed creation finds it (409) instead of making a second

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import jobfile, podsettings
+from speechtune_operator.builders import admission, jobfile, podsettings
 
 TRAIN_COMMAND = ["speechtune", "train", "--job", f"{names.JOB_FILE_DIR}/{names.JOB_FILE_NAME}"]
 # Lightning's KubeflowEnvironment pins local_rank to 0, so several GPUs per pod need one
@@ -97,7 +97,7 @@ def _container(body: Mapping[str, Any], settings: settings_mod.Settings,
     ports += [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in trainer.ports]
     return {
         "name": trainer.name,
-        "image": spec.get("image") or settings.image_for(spec["engine"]),
+        "image": image(body, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": command(body, trainer),
         "env": _env(body, settings),
@@ -113,6 +113,10 @@ def _container(body: Mapping[str, Any], settings: settings_mod.Settings,
     }
 
 
+def image(body: Mapping[str, Any], settings: settings_mod.Settings) -> str:
+    return str(body["spec"].get("image") or settings.image_for(body["spec"]["engine"]))
+
+
 def _env(body: Mapping[str, Any], settings: settings_mod.Settings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         # Stable across pod restarts, so a restarted pod resumes the same run folder.
@@ -124,7 +128,9 @@ def _env(body: Mapping[str, Any], settings: settings_mod.Settings) -> list[dict[
         # Model downloads land on the model volume and survive pod restarts.
         env += [{"name": "HF_HOME", "value": "/models/huggingface"},
                 {"name": "NEMO_CACHE_DIR", "value": "/models/nemo"}]
-    if settings.hf_token_secret:
+    # Only an allowed image gets the token (admission.py): with refuse_unlisted_images off,
+    # any other image runs, but without the cluster's credentials.
+    if settings.hf_token_secret and admission.image_allowed(image(body, settings), settings):
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": settings.hf_token_secret, "key": settings.hf_token_key, "optional": True}}})
     return env

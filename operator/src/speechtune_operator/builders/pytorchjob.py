@@ -28,12 +28,11 @@ def build_pytorchjob(body: Mapping[str, Any], settings: settings_mod.Settings) -
     meta, spec = body["metadata"], body["spec"]
     nodes, gpus = podtemplate.nodes_of(body), podtemplate.gpus_of(body)
     replica_specs: dict[str, Any] = {
-        "Master": {"replicas": 1, "restartPolicy": RESTART_POLICY,
-                   "template": podtemplate.pod_template(body, settings, TRAINER)},
+        "Master": {"replicas": 1, "restartPolicy": RESTART_POLICY, "template": _template(body, settings)},
     }
     if nodes > 1:
         replica_specs["Worker"] = {"replicas": nodes - 1, "restartPolicy": RESTART_POLICY,
-                                   "template": podtemplate.pod_template(body, settings, TRAINER)}
+                                   "template": _template(body, settings)}
     return {
         "apiVersion": f"{names.PYTORCHJOB_GROUP}/{names.PYTORCHJOB_VERSION}",
         "kind": "PyTorchJob",
@@ -48,6 +47,15 @@ def build_pytorchjob(body: Mapping[str, Any], settings: settings_mod.Settings) -
             "pytorchReplicaSpecs": replica_specs,
         },
     }
+
+
+def _template(body: Mapping[str, Any], settings: settings_mod.Settings) -> dict[str, Any]:
+    template = podtemplate.pod_template(body, settings, TRAINER)
+    # The operator's default PriorityClass when the job names none (with the trainjob
+    # backend the chart's ClusterTrainingRuntime carries it instead).
+    if settings.default_priority_class and "priorityClassName" not in template["spec"]:
+        template["spec"]["priorityClassName"] = settings.default_priority_class
+    return template
 
 
 def child_labels(body: Mapping[str, Any]) -> dict[str, str]:

@@ -9,6 +9,18 @@ from speechtune_operator import names
 from speechtune_operator.client import api
 
 
+def create_or_get_networkpolicy(clients: api.Clients, policy: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The job's NetworkPolicy as stored, and whether this call created it (409: read it)."""
+    meta = policy["metadata"]
+    collection = f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/networkpolicies"
+    try:
+        return api.post(clients, collection, policy), True
+    except Exception as error:
+        if not api.is_status(error, 409):
+            raise
+    return clients.get(f"{collection}/{meta['name']}"), False
+
+
 def create_or_get_child(clients: api.Clients, kind: names.ChildKind,
                         child: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """The PyTorchJob or TrainJob as stored, and whether this call created it. 409 means

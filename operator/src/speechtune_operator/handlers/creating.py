@@ -10,7 +10,7 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import backends, jobfile, phase, podsettings, podtemplate
+from speechtune_operator.builders import backends, jobfile, networkpolicy, phase, podsettings, podtemplate
 from speechtune_operator.client import api, children, finetunejobs
 from speechtune_operator.handlers import jobcache
 
@@ -36,7 +36,12 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
         # Valid by the CRD, refused by this operator's settings (e.g. a capability).
         _fail(body, clients, str(error), reason="JobRefused")
         return
-    kopf.adopt(child, owner=body)
+    objects = [child]
+    if settings.trainer_network_policy:
+        objects.append(networkpolicy.build_networkpolicy(body, settings))
+    kopf.adopt(objects, owner=body)
+    if settings.trainer_network_policy:  # before the child: no trainer pod runs unfenced
+        _check_owner(children.create_or_get_networkpolicy(clients, objects[1])[0], body)
     stored_child, created = children.create_or_get_child(clients, backend.child, child)
     _check_owner(stored_child, body)
     # Handled: kopf's diff-base is this cache (persistence.py); the child's watch event

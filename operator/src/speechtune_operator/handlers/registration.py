@@ -13,7 +13,7 @@ from speechtune_operator import telemetry as telemetry_mod
 from speechtune_operator import names
 from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
-from speechtune_operator.handlers import creating, guarding, jobcache, mirroring, scraping, suspending
+from speechtune_operator.handlers import admitting, creating, guarding, jobcache, mirroring, scraping, suspending
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
 RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
@@ -52,10 +52,11 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
 
     @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
-    def reconcile(body: kopf.Body, **_: Any) -> None:
+    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         with ctx.telemetry.reconcile(), guarding.in_our_words("creating the children", delay=RETRY_BACKOFF):
-            creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, seen=ctx.children,
-                                     backend=ctx.backend)
+            if admitting.admit(body, patch, settings=ctx.settings):
+                creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, seen=ctx.children,
+                                         backend=ctx.backend)
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
