@@ -193,7 +193,7 @@ def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(
 
     k.finish(k.rank0(name), "succeed")
     status = wait_for(lambda: k.in_phase(name, "Succeeded"), what="phase Succeeded")
-    assert status["completionTime"]
+    assert status["completionTime"] and status["startTime"]
     assert status["observedGeneration"] == k.ftj(name)["metadata"]["generation"]
     reasons = [reason for _, reason, _ in wait_for(
         lambda: any(e[1] == "TrainingSucceeded" for e in k.event_reasons(name)) and k.event_reasons(name))]

@@ -106,10 +106,17 @@ def test_trainjob_phase(job: dict[str, Any], expected: str) -> None:
     assert trainjob_status.read_trainjob(job).phase == expected
 
 
-def test_trainjob_status_names_the_child_and_dates_the_end() -> None:
-    desired = phase.desired_status(tj(("Complete", "True")), reader=backends.TRAINJOB.read)
+def test_trainjob_status_names_the_child_and_dates_start_and_end() -> None:
+    job = tj(("Complete", "True"))
+    job["metadata"]["creationTimestamp"] = "2025-12-31T00:00:00Z"
+    desired = phase.desired_status(job, reader=backends.TRAINJOB.read)
     assert desired["trainJob"] == "job" and "pytorchJob" not in desired
     assert desired["completionTime"] == "2026-01-01T00:00:00Z"
+    assert desired["startTime"] == "2025-12-31T00:00:00Z"  # created, never suspended
+    resumed = tj(("Suspended", "False"), ready=1)
+    resumed["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-02T00:00:00Z"
+    assert phase.desired_status(resumed, reader=backends.TRAINJOB.read)["startTime"] == "2026-01-02T00:00:00Z"
+    assert "startTime" not in phase.desired_status(tj(), reader=backends.TRAINJOB.read)
     assert [c["type"] for c in desired["conditions"]] == ["Complete"]
 
 
@@ -129,3 +136,16 @@ def test_backend_setting_is_checked() -> None:
     assert backends.for_settings(settings.Settings(backend="trainjob")) is backends.TRAINJOB
     with pytest.raises(ValueError, match="setting backend: unknown backend 'mpijob'"):
         settings.Settings(backend="mpijob")
+
+
+def test_a_service_account_token_is_carried_as_the_volume_the_kubelet_would_mount() -> None:
+    # The runtime fixes automountServiceAccountToken: false; the patch mounts the token itself.
+    pod = pod_patch(build("canary", pod={"serviceAccountName": "asr-cloud"}))["spec"]
+    assert pod["serviceAccountName"] == "asr-cloud" and "automountServiceAccountToken" not in pod
+    [volume] = [v for v in pod["volumes"] if v["name"] == trainjob.TOKEN_VOLUME]
+    assert {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}} in volume["projected"]["sources"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == trainjob.TOKEN_VOLUME]
+    assert mount == {"name": trainjob.TOKEN_VOLUME, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                     "readOnly": True}
+    assert "volumes" not in pod_patch(build("canary"))["spec"] or all(
+        v["name"] != trainjob.TOKEN_VOLUME for v in pod_patch(build("canary"))["spec"]["volumes"])

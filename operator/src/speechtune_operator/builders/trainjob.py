@@ -25,7 +25,11 @@ PATCH_MANAGER = "speechtune.dev/operator"
 
 # Pod fields the ClusterTrainingRuntime sets, the same for every job (the chart renders them
 # from the operator's settings); a TrainJob cannot change them per job.
-RUNTIME_POD_FIELDS = frozenset({"automountServiceAccountToken", "enableServiceLinks"})
+# A job whose pod differs there is refused, except the token of spec.pod.serviceAccountName,
+# which the patch carries as the very volume the kubelet would mount (_token_volume).
+RUNTIME_POD_FIELDS = {"automountServiceAccountToken": False, "enableServiceLinks": False}
+TOKEN_VOLUME = "kube-api-access-speechtune"
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 RUNTIME_CONTAINER_FIELDS = frozenset({"imagePullPolicy", "ports"})
 # Pod fields a runtime patch carries (trainer.kubeflow.org/v1alpha1 PodSpecPatch).
 PATCHED_POD_FIELDS = frozenset({"volumes", "securityContext", "nodeSelector", "affinity",
@@ -47,6 +51,8 @@ def build_trainjob(body: Mapping[str, Any], settings: settings_mod.Settings) -> 
     template = podtemplate.pod_template(body, settings, TRAINER)
     pod = template["spec"]
     [container] = pod["containers"]
+    if pod.get("automountServiceAccountToken"):
+        pod, container = _token_volume(pod, container)
     _check_carried(pod, container)
     gpus = podtemplate.gpus_of(body)
     trainjob_spec: dict[str, Any] = {
@@ -89,6 +95,21 @@ def build_trainjob(body: Mapping[str, Any], settings: settings_mod.Settings) -> 
     }
 
 
+def _token_volume(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """automountServiceAccountToken: true as an explicit projected volume at the standard
+    path (what the kubelet mounts itself), since the runtime fixes automount to false."""
+    volume = {"name": TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                     "fieldPath": "metadata.namespace"}}]}},
+    ]}}
+    pod = {**pod, "automountServiceAccountToken": False, "volumes": [*pod.get("volumes", []), volume]}
+    mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True}
+    container = {**container, "volumeMounts": [*container.get("volumeMounts", []), mount]}
+    return pod, container
+
+
 def _pod_patch(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
     patch = {key: value for key, value in pod.items() if key in PATCHED_POD_FIELDS}
     patch["containers"] = [{"name": TRAINER.name, "volumeMounts": container["volumeMounts"],
@@ -98,7 +119,8 @@ def _pod_patch(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str
 
 def _check_carried(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
     for key in pod:
-        if key not in PATCHED_POD_FIELDS | RUNTIME_POD_FIELDS | {"containers"}:
+        fixed = key in RUNTIME_POD_FIELDS and pod[key] == RUNTIME_POD_FIELDS[key]
+        if key not in PATCHED_POD_FIELDS | {"containers"} and not fixed:
             raise podtemplate.Unsupported(f"{_USER_FIELD.get(key, 'pod field ' + key)}: the trainjob backend cannot "
                               "set it per job (a TrainJob's runtime patch has no such field); "
                               "use the pytorchjob backend")

@@ -5,6 +5,8 @@ writes three conditions, Suspended, Complete and Failed (the last two copied fro
 JobSet's Completed/Failed), and `jobsStatus`, its JobSet's replicatedJobsStatus (ready,
 active, failed, ... pods of each replicated Job). Running and Restarting, which a
 PyTorchJob states as conditions, are read from the JobSet's counts of the `node` Job.
+A TrainJob has no start time; startTime is Trainer's own notion of it (for its deadline):
+when it was last resumed (Suspended turned False), else when it was created.
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ def read_trainjob(trainjob: Mapping[str, Any]) -> phase.Observed:
         condition = by_type.get(condition_type)
         return condition if condition and condition.get("status") == "True" else None
 
+    resumed = by_type.get("Suspended") or {}
+    started = (resumed.get("lastTransitionTime") if resumed.get("status") == "False"
+               else (trainjob.get("metadata") or {}).get("creationTimestamp"))
+
     def observed(phase_name: str, message: str, completion: Mapping[str, Any] | None = None) -> phase.Observed:
         return phase.Observed(phase=phase_name, message=message, status_field="trainJob",
                               conditions=conditions,
+                              start_time=started if phase_name not in (phase.PENDING, phase.SUSPENDED) else None,
                               completion_time=(completion or {}).get("lastTransitionTime"))
 
     # First match wins: a finished job stays finished, whatever its counts still say.

@@ -311,6 +311,7 @@ class NemoCanaryEngine:
         from nemo.utils.exp_manager import exp_manager
         from omegaconf import OmegaConf
 
+        from speechtune.engines.kit import lightning_checkpoints
         from speechtune.engines.nemo_canary import callbacks
 
         cfg, tokenizer = self.build_config(ctx)
@@ -328,7 +329,12 @@ class NemoCanaryEngine:
         )
         self._stop = callbacks.StopOnSignal(ctx.stop)
         trainer_cfg = dict(cfg["trainer"])
-        self.trainer = pl.Trainer(**trainer_cfg, callbacks=[self._report, self._stop])
+        # The shared checkpoint guarantees: no checkpoint from NaN weights or validation
+        # loss, files written atomically, resume past an unreadable newest checkpoint.
+        self.trainer = pl.Trainer(**trainer_cfg, callbacks=[self._report, self._stop, lightning_checkpoints.RefuseNonFinite()],
+                                  plugins=[lightning_checkpoints.AtomicCheckpointIO()])
+        if ctx.resume:
+            lightning_checkpoints.prepare_resume(ctx.checkpoint_dir, ctx.reporter.log)
         exp_manager(self.trainer, OmegaConf.create(cfg["exp_manager"]))
         self.model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg["model"]), trainer=self.trainer)
         if self.start is not None:
