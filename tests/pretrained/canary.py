@@ -225,3 +225,17 @@ def cached(published: Published, cache_dir: Path) -> Path:
         partial = build(published, cache_dir / "partial" / target.name)
         shutil.move(str(partial), target)
     return target
+
+
+def place_in_hub_cache(nemo_file: Path, hf_home: Path, repo_id: str, revision: str = "0" * 40) -> Path:
+    """Lays `nemo_file` out as huggingface_hub caches a download of `repo_id` (what NeMo's
+    from_pretrained looks up first: hub/models--org--name/snapshots/<rev>/<name>.nemo), so
+    a hub name resolves offline as it does on a cluster whose model volume was pre-filled."""
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    target = snapshot / (repo_id.split("/")[-1] + ".nemo")
+    shutil.copyfile(nemo_file, target)
+    return target

@@ -25,6 +25,7 @@ from speechtune.runtime import scoring
 pytestmark = pytest.mark.training
 
 STOP_AT, MAX_STEPS = 8, 20
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +232,77 @@ def test_speechtune_eval_scores_a_pretrained_nemo_without_a_run(pretrained_canar
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len((speech / "test.json").read_text().splitlines())
     assert {row["language"] for row in rows} == {"en", "de"}
+
+
+def test_speechtune_eval_of_a_hub_name_from_the_cache(pretrained_canary: Callable[[str], Path], speech: Path,
+                                                      tmp_path: Path) -> None:
+    """`speechtune eval --checkpoint nvidia/canary-1b-v2 --engine nemo-canary`, offline: NeMo
+    resolves the name through the Hugging Face cache (here pre-filled with the fixture)."""
+    import os
+    import subprocess
+    import sys
+
+    from pretrained import canary
+
+    hf_home = tmp_path / "hf"
+    canary.place_in_hub_cache(pretrained_canary("canary-1b-v2"), hf_home, "nvidia/canary-1b-v2")
+    out = tmp_path / "decode.jsonl"
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "speechtune.cli", "eval", "--checkpoint", "nvidia/canary-1b-v2", "--engine",
+         "nemo-canary", str(speech / "test.json"), "--output", str(out)],
+        env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "en->de" in result.stdout  # the translation rows' own line, with BLEU
+    assert len(out.read_text().splitlines()) == len((speech / "test.json").read_text().splitlines())
+
+
+def _operator_job_file(body: dict[str, Any]) -> str:
+    """The job file the operator mounts at /etc/speechtune/job.yaml: the pod template's
+    annotation its downwardAPI volume names, rendered by the operator's own builder from
+    the FinetuneJob as the API server stores it (CRD defaults applied)."""
+    import importlib.util
+
+    from speechtune_operator import settings
+    from speechtune_operator.builders import backends
+
+    spec = importlib.util.spec_from_file_location("ftj_crd", REPO / "tests" / "unit" / "operator" / "ftj_crd.py")
+    assert spec is not None and spec.loader is not None
+    crdtools = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crdtools)
+    stored = crdtools.apply_defaults(crdtools.schema(), body)
+    stored["metadata"].update(namespace="research", uid=crdtools.UID, generation=1)
+    child = backends.PYTORCHJOB.build(stored, settings.Settings())
+    template = child["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    [volume] = [v for v in template["spec"]["volumes"] if v["name"] == "job"]
+    key = volume["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"]
+    return str(template["metadata"]["annotations"][key.removeprefix("metadata.annotations['").removesuffix("']")])
+
+
+def test_the_operators_mounted_job_file_fine_tunes_the_unified_canary(
+        pretrained_canary: Callable[[str], Path], speech: Path, tmp_path: Path) -> None:
+    """Seam: examples/finetunejob-canary.yaml (canary-1b-v2), pointed at the fixture and cut
+    to CPU size, goes through the operator's builder; the file a pod would read runs."""
+    import yaml
+
+    from speechtune import cli
+
+    body = yaml.safe_load((REPO / "examples" / "finetunejob-canary.yaml").read_text())
+    spec = body["spec"]
+    spec["model"] = {"path": "canary-1b-v2.nemo", "volume": {"claimName": "asr-models"}}
+    spec["data"].update(train="train.json", validation="valid.json", test="test.json")
+    spec["data"].pop("mix")
+    spec["training"].update(maxSteps=4, valCheckInterval=2, limitValBatches=1, batchDuration=20, warmupSteps=1,
+                            precision="fp32")
+    spec["resources"] = {"cpu": "2", "memory": "4Gi"}
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(_operator_job_file(body))
+    models, runs = models_volume(tmp_path, pretrained_canary("canary-1b-v2")), tmp_path / "runs"
+    runs.mkdir()
+    rc = cli.main(["run", str(job_file), "--volume", f"asr-data={speech}", "--volume", f"asr-runs={runs}",
+                   "--volume", f"asr-models={models}", "--metrics-port", "0"])
+    assert rc == 0
+    (metrics_file,) = runs.glob("canary-1b-v2-atc/*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "succeeded" and metrics["steps"] == 4
+    assert Path(metrics["model_export"]).is_file() and metrics["best_checkpoint"]
