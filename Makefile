@@ -7,7 +7,7 @@ KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 # Spinning OpenMP threads cost ~10x CPU per training step on a busy 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lock demo test test-unit e2e bench cluster-up cluster-down operator chart-lint images lint
+.PHONY: setup lock demo test test-unit e2e bench gpu-check cluster-up cluster-down operator chart-lint images lint
 
 setup:  ## .venv = exactly uv.lock (both projects, all extras, dev tools) + Debian packages when missing
 	@hack/setup.sh
@@ -35,6 +35,9 @@ bench: setup  ## side-by-side measurements, printed as tables
 BACKEND ?= pytorchjob
 cluster-up: setup  ## local control plane; admin kubeconfig at .cluster/kubeconfig; BACKEND=trainjob adds JobSet + Kubeflow Trainer v2
 	$(PY) hack/cluster/controlplane.py up --backend $(BACKEND)
+
+gpu-check: setup  ## on a GPU machine only (never part of make test): every engine ~50 bf16 steps, DDP with 2+ GPUs
+	$(PY) hack/gpu_check.py
 
 cluster-down:
 	$(PY) hack/cluster/controlplane.py down

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,14 @@ class _Reporter:
         pass
 
     def train_step(self, **values: Any) -> None:
-        self.steps.append(values)
+        # The runtime's throughput definition: wall-clock between step reports.
+        self.steps.append({**values, "at": time.perf_counter()})
 
-    def validation(self, **values: Any) -> None:
-        pass
+    def validation(self, **values: Any) -> Any:
+        from speechtune.data import normalize
+        from speechtune.runtime import scoring
+
+        return scoring.validation(values["hypotheses"], normalize.get("banglish"), val_loss=values["val_loss"])
 
     def log(self, message: str) -> None:
         pass
@@ -86,7 +91,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
         "mode": mode,
         "trainable": result.extra["trainable_parameters"],
         "total": result.extra["total_parameters"],
-        "audio_s_per_s": sum(s["audio_seconds"] for s in timed) / sum(s["step_seconds"] for s in timed),
+        "audio_s_per_s": sum(s["audio_seconds"] for s in timed) / (timed[-1]["at"] - reporter.steps[WARMUP_STEPS - 1]["at"]),
         "peak_rss_mib": peak / 2**20,
         "training_mib": max(0, peak - loaded) / 2**20,
         "checkpoint_kib": (newest.path / kit_checkpoints.WEIGHTS).stat().st_size / 1024 if newest else 0.0,

@@ -39,7 +39,8 @@ class StepRecorder:
     def set_max_steps(self, max_steps: int) -> None: ...
 
     def train_step(self, **values: Any) -> None:
-        self.steps.append(values)
+        # The runtime's throughput definition: wall-clock between step reports.
+        self.steps.append({**values, "at": time.perf_counter()})
 
     def validation(self, **values: Any) -> None: ...
 
@@ -83,7 +84,8 @@ def measure(name: str, data: Path, work: Path, overrides: dict[str, Any]) -> dic
     engine.train(ctx)
     wall = time.perf_counter() - began
     # Per-step rates: their median shrugs off bursts of load from other processes.
-    rates = [s["audio_seconds"] / s["step_seconds"] for s in reporter.steps[WARMUP_STEPS:] if s["step_seconds"]]
+    steps = reporter.steps
+    rates = [steps[i]["audio_seconds"] / (steps[i]["at"] - steps[i - 1]["at"]) for i in range(max(1, WARMUP_STEPS), len(steps))]
     return {
         "loader": name, "input_padding": input_pad, "output_padding": output_pad, "utts_per_batch": batch_size,
         "rates": rates, "train_wall_s": wall, "tokenizers": ctx.run_dir / "nemo" / "tokenizers",

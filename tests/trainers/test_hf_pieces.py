@@ -126,12 +126,6 @@ def test_adapters_mode_trains_only_adapter_layers_and_head() -> None:
     assert model.wav2vec2.feature_extractor._requires_grad is False
 
 
-def test_error_rates_skip_empty_references() -> None:
-    cer, wer = decoding.error_rates(["ab cd", ""], ["ab cx", "zz"])
-    assert cer == pytest.approx(1 / 5) and wer == pytest.approx(1 / 2)
-    assert decoding.error_rates([""], ["x"]) == (None, None)
-
-
 @pytest.mark.parametrize("method", ["adapters", "lora"])
 def test_half_precision_frozen_weights_train_under_autocast(method: str) -> None:
     """The GPU fp16/bf16 path of the PEFT modes (frozen weights in half precision, trainable

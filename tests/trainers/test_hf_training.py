@@ -31,7 +31,7 @@ from speechtune.data import normalize, synth
 from speechtune.engines import base
 from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints, modelling
 from speechtune.engines.kit import checkpoints as kit_checkpoints
-from speechtune.runtime import evaluation, session, volumes
+from speechtune.runtime import evaluation, scoring, session, volumes
 
 pytestmark = pytest.mark.training
 
@@ -60,8 +60,10 @@ class RecordingReporter:
         if values["step"] == self._stop_at and self._stop is not None:
             self._stop.set()  # what the runtime's SIGTERM handler does
 
-    def validation(self, **values: Any) -> None:
-        self.validations.append(values)
+    def validation(self, **values: Any) -> base.Validation:
+        scores = scoring.validation(values["hypotheses"], normalize.get("banglish"), val_loss=values["val_loss"])
+        self.validations.append({"step": values["step"], **scores.metrics()})
+        return scores
 
     def log(self, message: str) -> None:
         self.lines.append(message)
@@ -279,6 +281,10 @@ def test_tiny_mms_example_runs_with_speechtune_run(tmp_path: Path, banglish: Pat
     assert (export / "adapter.ben.safetensors").exists()
     Wav2Vec2ForCTC.from_pretrained(str(export), target_lang="ben", ignore_mismatched_sizes=True)
     assert outcome.metrics  # metrics.json facts were written
+    card = json.loads((outcome.run_folder / "model_card.json").read_text())
+    assert all(card[key] is not None for key in ("architecture", "tokenizer", "vocab_size", "parameters",
+                                                 "trainable_parameters")), card
+    assert card["trainable_parameters"] < card["parameters"]
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ class TestApplySpec:
         cfg = config.apply_spec(config.base_config(), _spec(precision="bf16"), _layout(tmp_path))
         trainer = cfg["trainer"]
         assert (trainer["accelerator"], trainer["devices"], trainer["strategy"], trainer["precision"]) == (
-            "cpu", 1, "auto", 32)
+            "cpu", 1, "auto", "32-true")
         assert trainer["sync_batchnorm"] is False
 
     def test_gpu_cluster_runs_bf16_ddp_across_nodes(self, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def fit(folder: Path, *, poison_at: int | None = None, max_steps: int = 4) -> pl.Trainer:
+def fit(folder: Path, *, poison_at: int | None = None, max_steps: int = 4, resume: Path | None = None) -> pl.Trainer:
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=2)
     saver = pl.callbacks.ModelCheckpoint(dirpath=folder, monitor="val_loss", save_top_k=1, save_last=True,
                                          filename="tiny-{step}", every_n_train_steps=None)
@@ -44,7 +44,7 @@ def fit(folder: Path, *, poison_at: int | None = None, max_steps: int = 4) -> pl
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          accelerator="cpu", callbacks=[saver, lightning_checkpoints.RefuseNonFinite()],
                          plugins=[lightning_checkpoints.AtomicCheckpointIO()])
-    trainer.fit(Tiny(poison_at), data, data)
+    trainer.fit(Tiny(poison_at), data, data, ckpt_path=resume)
     return trainer
 
 
@@ -67,6 +67,7 @@ def test_resume_moves_an_unreadable_last_aside_and_continues_from_the_newest_goo
     assert "skipping last.ckpt" in lines[0] and (tmp_path / "last.ckpt.corrupt").exists()
     assert chosen is not None and chosen.name.endswith("-last.ckpt")
     assert lightning_checkpoints.readable(chosen)
+    assert fit(tmp_path, max_steps=6, resume=chosen).global_step == 6
 
 
 def test_resume_skips_a_checkpoint_with_nemos_unfinished_marker(tmp_path: Path) -> None:

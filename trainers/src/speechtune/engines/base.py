@@ -51,6 +51,17 @@ class RunContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What model_card.json says about the trained model; every engine fills all of it."""
+
+    architecture: str
+    tokenizer: str
+    vocab_size: int
+    parameters: int
+    trainable_parameters: int
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainResult:
     steps: int  # global optimizer steps done (including resumed ones)
     epochs: float
@@ -58,7 +69,22 @@ class TrainResult:
     val_loss: float | None
     best_checkpoint: Path | None
     stopped_early: bool = False  # True when ctx.stop ended training (SIGTERM)
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # engine facts for metrics.json
+    model: ModelFacts | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # engine details for metrics.json
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """The runtime's scores of one validation pass (normalised text, jiwer, sacrebleu)."""
+
+    val_loss: float | None
+    wer: float | None = None
+    cer: float | None = None
+    bleu: float | None = None  # translation rows only
+
+    def metrics(self) -> dict[str, float | None]:
+        """For the checkpoint store: val_loss, wer, cer, bleu."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +112,19 @@ class Reporter(Protocol):
         audio_seconds: float = 0.0,  # speech in this step's batch (all ranks)
         samples: int = 0,
         padding_ratio: float | None = None,  # padded frames / total frames of the batch
-        step_seconds: float | None = None,
     ) -> None:
-        """Records one optimizer step; raises NonFiniteLoss for a NaN/inf loss."""
+        """Records one optimizer step (call it once the step is applied; the runtime
+        times steps itself); raises NonFiniteLoss for a NaN/inf loss."""
         ...
 
     def validation(
-        self, *, step: int, val_loss: float | None, wer: float | None = None,
-        cer: float | None = None, bleu: float | None = None,
-    ) -> None: ...
+        self, *, step: int, val_loss: float | None, hypotheses: Sequence[Hypothesis] | None = None,
+        wer: float | None = None, cer: float | None = None, bleu: float | None = None,
+    ) -> Validation:
+        """Scores `hypotheses` (the runtime's one normaliser and metrics) and records the
+        result; engines that cannot hand hypotheses out (nemo-canary) pass their own
+        wer/bleu. The returned scores choose the best checkpoint."""
+        ...
 
     def log(self, message: str) -> None:
         """A line for train_log.txt and the console."""

@@ -10,11 +10,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Deque, TextIO
+from typing import Any, Callable, Deque, Sequence, TextIO
 
+from speechtune.data import normalize
 from speechtune.engines import base
 from speechtune.runtime import console as consoles
 from speechtune.runtime import metrics as run_metrics
+from speechtune.runtime import scoring
 
 
 @dataclasses.dataclass
@@ -27,7 +29,11 @@ class Summary:
     first_loss: float | None = None
     audio_seconds: float = 0.0
     samples: int = 0
-    train_seconds: float = 0.0  # sum of step durations
+    # Throughput, one definition for every engine: wall-clock between consecutive step
+    # reports (data loading, forward/backward, optimizer, checkpoint writes), leaving out
+    # validation passes and everything before the first step (model build, warm-up).
+    train_seconds: float = 0.0
+    timed_audio_seconds: float = 0.0  # speech of the timed steps (all but the first)
     padding_ratios: list[float] = dataclasses.field(default_factory=list)
     losses: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (step, loss), thinned
     validations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -38,7 +44,7 @@ class Summary:
 
     @property
     def audio_seconds_per_second(self) -> float | None:
-        return self.audio_seconds / self.train_seconds if self.train_seconds > 0 else None
+        return self.timed_audio_seconds / self.train_seconds if self.train_seconds > 0 else None
 
 
 class RunReporter:
@@ -46,8 +52,10 @@ class RunReporter:
     `primary=False`, for other ranks (only the non-finite loss check)."""
 
     def __init__(self, *, metrics: run_metrics.TrainingMetrics | None, log_file: Path | None,
-                 console: consoles.Console | None = None, primary: bool = True, log_every: int = 10) -> None:
+                 console: consoles.Console | None = None, primary: bool = True, log_every: int = 10,
+                 normalizer: Callable[[str], str] = normalize.get("none")) -> None:
         self.metrics = metrics
+        self.normalizer = normalizer  # spec.data.normalization: validation scores like the final ones
         self.primary = primary
         self.console = console or consoles.Console(sys.stderr)
         self.log_every = log_every
@@ -55,6 +63,7 @@ class RunReporter:
         self._log: TextIO | None = log_file.open("a", encoding="utf-8") if log_file and primary else None
         self._recent: Deque[tuple[float, int]] = collections.deque(maxlen=50)  # (time, step)
         self._started = time.monotonic()
+        self._clock: float | None = None  # when the last step report or validation ended
 
     # -- engines.base.Reporter ----------------------------------------------------------
 
@@ -65,7 +74,7 @@ class RunReporter:
 
     def train_step(self, *, step: int, loss: float, learning_rate: float | None = None,
                    epoch: float | None = None, audio_seconds: float = 0.0, samples: int = 0,
-                   padding_ratio: float | None = None, step_seconds: float | None = None) -> None:
+                   padding_ratio: float | None = None) -> None:
         if not math.isfinite(loss):
             raise base.NonFiniteLoss(
                 f"training loss is {loss} at step {step}: stopping; the newest checkpoint is the last good one "
@@ -78,7 +87,12 @@ class RunReporter:
         summary.first_loss = loss if summary.first_loss is None else summary.first_loss
         summary.audio_seconds += audio_seconds
         summary.samples += samples
-        summary.train_seconds += step_seconds or 0.0
+        now = time.monotonic()
+        step_seconds = now - self._clock if self._clock is not None else None
+        if step_seconds is not None:
+            summary.train_seconds += step_seconds
+            summary.timed_audio_seconds += audio_seconds
+        self._clock = now
         if padding_ratio is not None:
             summary.padding_ratios.append(padding_ratio)
         if step <= 10 or step % max(1, self.log_every) == 0:
@@ -96,10 +110,15 @@ class RunReporter:
             self._write(f"step {step}/{summary.max_steps} loss {loss:.4f}{lr}{pad} "
                         f"ETA {consoles.format_eta(self.eta_seconds())}", show=not self.console.live)
 
-    def validation(self, *, step: int, val_loss: float | None, wer: float | None = None,
-                   cer: float | None = None, bleu: float | None = None) -> None:
+    def validation(self, *, step: int, val_loss: float | None, hypotheses: Sequence[base.Hypothesis] | None = None,
+                   wer: float | None = None, cer: float | None = None, bleu: float | None = None) -> base.Validation:
+        if hypotheses is not None:  # every rank scores alike, so all rank checkpoints alike
+            result = scoring.validation(hypotheses, self.normalizer, val_loss=val_loss)
+        else:
+            result = base.Validation(val_loss=val_loss, wer=wer, cer=cer, bleu=bleu)
         if not self.primary:
-            return
+            return result
+        val_loss, wer, cer, bleu = result.val_loss, result.wer, result.cer, result.bleu
         record = {"step": step, "val_loss": val_loss, "wer": wer, "cer": cer, "bleu": bleu}
         self.summary.validations.append({k: v for k, v in record.items() if v is not None})
         if self.metrics:
@@ -109,6 +128,8 @@ class RunReporter:
                     gauge.set(value)
         parts = [f"{name} {value:.4f}" for name, value in record.items() if name != "step" and value is not None]
         self._write(f"validation at step {step}: {', '.join(parts)}")
+        self._clock = time.monotonic() if self._clock is not None else None  # validation is not a step
+        return result
 
     def log(self, message: str) -> None:
         if self.primary:

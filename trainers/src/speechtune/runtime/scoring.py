@@ -1,5 +1,7 @@
-"""Scoring is the runtime's job, the same for every engine: normalise references and
-hypotheses with spec.data.normalization, then WER/CER with jiwer, overall and per language."""
+"""Scoring is the runtime's job, the same for every engine, during validation (engines hand
+their hypotheses over) and after training: normalise references and hypotheses with
+spec.data.normalization, then WER/CER with jiwer, overall and per language, and BLEU with
+sacrebleu on translation rows."""
 
 from __future__ import annotations
 
@@ -71,6 +73,22 @@ def translation_scores(hypotheses: Iterable[base.Hypothesis], normalizer: Callab
         bleu = sacrebleu.corpus_bleu([h.hypothesis for h in rows], [[h.reference for h in rows]]).score / 100
         out[pair] = dataclasses.replace(plain, bleu=float(bleu))
     return out
+
+
+def validation(hypotheses: Sequence[base.Hypothesis], normalizer: Callable[[str], str], *,
+               val_loss: float | None) -> base.Validation:
+    """One validation pass's scores, as the checkpoint store ranks them: WER/CER of the
+    transcription rows, BLEU (as translation_scores) of the translation rows."""
+    rows = list(hypotheses)
+    transcribed = score([(normalizer(h.reference), normalizer(h.hypothesis)) for h in rows if not _translates(h)])
+    translated = translation_scores(rows, normalizer)
+    bleu = (sum(s.bleu or 0.0 for s in translated.values()) / len(translated)) if translated else None
+    return base.Validation(val_loss=val_loss, wer=transcribed.wer if transcribed.utterances else None,
+                           cer=transcribed.cer if transcribed.utterances else None, bleu=bleu)
+
+
+def _translates(hyp: base.Hypothesis) -> bool:
+    return bool(hyp.source_language and hyp.language and hyp.source_language != hyp.language)
 
 
 def write_decode_jsonl(path: Path, hypotheses: Iterable[base.Hypothesis], normalizer: Callable[[str], str]) -> None:

@@ -159,7 +159,8 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
         if primary:
             folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
         reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
-                                         console=console, primary=primary)
+                                         console=console, primary=primary,
+                                         normalizer=normalize.get(str(job_spec["data"].get("normalization", "none"))))
     except BaseException:
         if server:
             server.stop()
@@ -310,13 +311,12 @@ def _model_card(ctx: base.RunContext, result: base.TrainResult, export: Path, fa
                 ) -> dict[str, Any]:
     model = dict(ctx.spec.get("model") or {})
     data = dict(ctx.spec["data"])
-    extra = dict(result.extra)
+    described = result.model
     return {
         "engine": ctx.spec["engine"], "job": ctx.name, "run_id": ctx.run_dir.name,
         "base_model": model.get("pretrained") or model.get("path") or "from scratch",
-        "architecture": extra.get("model"), "tokenizer": extra.get("tokenizer"),
-        "vocab_size": extra.get("vocab_size"),
-        "parameters": extra.get("parameters"), "trainable_parameters": extra.get("trainable_parameters"),
+        **(dataclasses.asdict(described) if described else dict.fromkeys(
+            ("architecture", "tokenizer", "vocab_size", "parameters", "trainable_parameters"))),
         "peft": (ctx.spec.get("training") or {}).get("peft"),
         "data": {k: data.get(k) for k in ("train", "validation", "test", "sourceLang", "targetLang", "normalization")},
         "steps": result.steps, "wer": facts.get("wer"), "cer": facts.get("cer"),

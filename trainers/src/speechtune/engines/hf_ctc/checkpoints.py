@@ -17,7 +17,6 @@ import torch
 from speechtune.engines.kit import checkpoints as kit
 
 WEIGHTS = kit.WEIGHTS
-BEST_KEY = "cer"  # a character-level vocabulary: the best checkpoint has the lowest CER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +32,8 @@ class LoopState:
     wer: float | None = None
 
 
-def store(checkpoint_dir: Path, *, keep_top_k: int, rank: int, log: Callable[[str], None]) -> kit.Store:
-    return kit.Store(checkpoint_dir, keep_top_k=keep_top_k, key=BEST_KEY, writer=rank == 0, log=log)
+def store(checkpoint_dir: Path, *, keep_top_k: int, key: str, rank: int, log: Callable[[str], None]) -> kit.Store:
+    return kit.Store(checkpoint_dir, keep_top_k=keep_top_k, key=key, writer=rank == 0, log=log)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

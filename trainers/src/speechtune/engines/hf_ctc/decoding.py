@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
-import jiwer
 import torch
 from transformers import Wav2Vec2CTCTokenizer
 
@@ -22,13 +21,6 @@ from speechtune.engines.hf_ctc import modelling
 class Decoded:
     index: int  # position in the dataset that was decoded
     text: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Validation:
-    loss: float | None
-    cer: float | None
-    wer: float | None
 
 
 def decode_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor], tokenizer: Wav2Vec2CTCTokenizer) -> tuple[list[str], float | None]:
@@ -67,13 +59,3 @@ def run(
     finally:
         model.train(was_training)
     return decoded, (sum(losses) / len(losses) if losses else None)
-
-
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[float | None, float | None]:
-    """(CER, WER) of already normalised texts; empty references are left out (jiwer
-    cannot score them), None when nothing is left."""
-    pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
-    if not pairs:
-        return None, None
-    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
-    return float(jiwer.cer(refs, hyps)), float(jiwer.wer(refs, hyps))

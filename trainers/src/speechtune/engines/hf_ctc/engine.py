@@ -10,12 +10,9 @@ only loads the exported folder at spec.model.path for evaluate().
 from __future__ import annotations
 
 import dataclasses
-import functools
-import random
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import transformers
 from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
@@ -30,6 +27,7 @@ from speechtune.engines.hf_ctc import loop as loop_mod
 from speechtune.engines.hf_ctc import modelling
 from speechtune.engines.hf_ctc import settings as settings_mod
 from speechtune.engines.hf_ctc import vocab as vocab_mod
+from speechtune.engines.kit import policies
 
 EXPORT_SUBDIR = "model"
 TOKENIZER_SUBDIR = "tokenizer"
@@ -44,6 +42,7 @@ class HFCTCEngine:
         self._processor: Wav2Vec2Processor | None = None
         self._hf: settings_mod.HFSettings | None = None
         self._facts: dict[str, Any] = {}
+        self._model: base.ModelFacts | None = None
 
     def prepare(self, ctx: base.RunContext) -> None:
         hf, source = settings_mod.from_spec(ctx.spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
@@ -51,7 +50,7 @@ class HFCTCEngine:
         if ctx.max_steps == 0:
             self._decoder = load_export(source, hf, ctx)
             return
-        _seed_everything(hf.seed)
+        policies.seed_everything(hf.seed)
         cache_dir = ctx.model_dir if source.local_dir is None else None
         ensure_base_model(source, ctx.reporter, seed=hf.seed)
         normalizer = normalize.get(hf.normalization)
@@ -89,10 +88,14 @@ class HFCTCEngine:
         trainable = modelling.make_trainable(model, hf, fresh_adapter=not adapter_loaded and pretrained is None)
         device = ctx.device
         trainable.to(device)
-        autocast = mixed_precision(hf.precision, device, ctx.reporter)
-        if hf.mode != "none" and autocast is not loop_mod.no_autocast:
-            modelling.store_frozen_in(trainable, torch.float16 if hf.precision == "fp16" else torch.bfloat16)
+        precision = policies.precision_for(hf.precision, device, ctx.reporter.log)
+        if hf.mode != "none" and precision.dtype is not None:
+            modelling.store_frozen_in(trainable, precision.dtype)
         n_trainable, n_total = modelling.count_parameters(trainable)
+        self._model = base.ModelFacts(
+            architecture=f"{type(model).__name__} ({hf.mode} fine-tuning of {source.name_or_path})",
+            tokenizer=f"characters ({type(tokenizer).__name__})", vocab_size=len(vocab),
+            parameters=n_total, trainable_parameters=n_trainable)
         self._facts = {
             "mode": hf.mode, "trainable_parameters": n_trainable, "total_parameters": n_total,
             "vocab_size": len(vocab), "added_characters": "".join(added), "adapter_lang": hf.adapter_lang,
@@ -111,11 +114,12 @@ class HFCTCEngine:
         loop = loop_mod.Loop(
             hf=hf, model=trainable, optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),  # replaced below
-            scaler=torch.amp.grad_scaler.GradScaler(device.split(":")[0], enabled=hf.precision == "fp16" and device != "cpu"),
+            scaler=precision.grad_scaler(),
             train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
-            collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=autocast,
+            collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=precision.autocast,
             total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,
-            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, rank=ctx.rank,
+            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, key=policies.best_key(ctx.spec, characters=True),
+                                    rank=ctx.rank,
                                           log=ctx.reporter.log),
         )
         loop.batches_per_epoch = len(loop_mod.epoch_batches(loop, 0))
@@ -148,6 +152,7 @@ class HFCTCEngine:
             val_loss=loop.state.val_loss,
             best_checkpoint=best.path if best else None,
             stopped_early=stopped,
+            model=self._model,
             extra={**self._facts, "steps_per_epoch": steps_per_epoch},
         )
 
@@ -212,7 +217,7 @@ def load_export(source: settings_mod.ModelSource, hf: settings_mod.HFSettings, c
     model.to(ctx.device).eval()
     collator = batches_mod.CTCCollator(processor.feature_extractor, processor.tokenizer)
     ctx.reporter.log(f"hf-ctc: evaluating {source.name_or_path} ({sum(p.numel() for p in model.parameters()):,} parameters)")
-    return Decoder(model, collator, ctx.device, mixed_precision(hf.precision, ctx.device, ctx.reporter))
+    return Decoder(model, collator, ctx.device, policies.precision_for(hf.precision, ctx.device, ctx.reporter.log).autocast)
 
 
 def ensure_base_model(source: settings_mod.ModelSource, reporter: base.Reporter, *, seed: int) -> None:
@@ -228,18 +233,6 @@ def ensure_base_model(source: settings_mod.ModelSource, reporter: base.Reporter,
     reporter.log(f"hf-ctc: created a randomly initialised base model in {source.local_dir}")
 
 
-def mixed_precision(precision: str, device: str, reporter: base.Reporter) -> Any:
-    """A factory of autocast contexts for the job's precision. On the CPU a GPU job file
-    still runs (the same YAML works on a laptop), in fp32, with a note in the log."""
-    if precision == "fp32":
-        return loop_mod.no_autocast
-    if device == "cpu":
-        reporter.log(f"hf-ctc: spec.training.precision {precision} needs a GPU; training in fp32 on the CPU")
-        return loop_mod.no_autocast
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return functools.partial(torch.autocast, device_type=device.split(":")[0], dtype=dtype)
-
-
 def distributed(model: torch.nn.Module, device: str) -> torch.nn.Module:
     """DDP over torchrun's process group (one process per GPU); every rank loaded the same
     checkpoint, rank 0 alone writes new ones."""
@@ -249,8 +242,7 @@ def distributed(model: torch.nn.Module, device: str) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
+
+# Static conformance: mypy fails here when the class drifts from the Engine protocol.
+_: type[base.Engine] = HFCTCEngine

@@ -9,10 +9,8 @@ without saving).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
@@ -25,6 +23,7 @@ from speechtune.engines.hf_ctc import decoding
 from speechtune.engines.hf_ctc import modelling
 from speechtune.engines.hf_ctc import settings as settings_mod
 from speechtune.engines.kit import checkpoints as kit_checkpoints
+from speechtune.engines.kit import policies
 
 
 @dataclasses.dataclass
@@ -101,7 +100,6 @@ def run(loop: Loop, ctx: base.RunContext) -> bool:
 
 def optimizer_step(loop: Loop, ctx: base.RunContext, micro_batches: Sequence[dict[str, Any]], *, epoch_size: int) -> None:
     """Forward/backward over the micro-batches, one optimizer step, one report."""
-    started = time.perf_counter()
     losses = []
     for micro in micro_batches:
         inputs = {k: v.to(loop.device) for k, v in micro["inputs"].items()}
@@ -118,7 +116,11 @@ def optimizer_step(loop: Loop, ctx: base.RunContext, micro_batches: Sequence[dic
     loop.optimizer.zero_grad(set_to_none=True)
     state = loop.state
     batch_in_epoch = state.batch_in_epoch + len(micro_batches)
-    mean_loss = sum(losses) / len(losses)
+    # Every rank sees the same loss (a NaN on one rank stops all) and the same stop request.
+    mean_loss, stop = policies.agree(sum(losses) / len(losses), ctx.stop.is_set(), world_size=loop.world_size,
+                                     device=loop.device)
+    if stop:
+        ctx.stop.set()
     loop.state = dataclasses.replace(
         state, step=state.step + 1, batch_in_epoch=batch_in_epoch, train_loss=mean_loss, val_loss=None, cer=None, wer=None
     )
@@ -132,12 +134,12 @@ def optimizer_step(loop: Loop, ctx: base.RunContext, micro_batches: Sequence[dic
         audio_seconds=audio_seconds * loop.world_size,
         samples=sum(len(m["indices"]) for m in micro_batches) * loop.world_size,
         padding_ratio=sum(m["padding_ratio"] for m in micro_batches) / len(micro_batches),
-        step_seconds=time.perf_counter() - started,
     )
 
 
-def validate(loop: Loop) -> decoding.Validation:
-    """Validation loss, CER and WER on (at most limitValBatches of) the validation set."""
+def validate_and_save(loop: Loop, ctx: base.RunContext) -> None:
+    """Validation loss and hypotheses of (at most limitValBatches of) the validation set;
+    the runtime scores them; then a checkpoint ranked by those scores."""
     items = loop.val_set.items
     order = sorted(range(len(items)), key=lambda i: items[i].duration, reverse=True)
     size = loop.hf.eval_batch_size
@@ -146,14 +148,10 @@ def validate(loop: Loop) -> decoding.Validation:
         val_batches = val_batches[: loop.hf.limit_val_batches]
     data = batches_mod.loader(loop.val_set, val_batches, loop.collator, num_workers=loop.hf.num_workers)
     decoded, loss = decoding.run(loop.model, data, loop.collator.tokenizer, device=loop.device, autocast=loop.autocast)
-    cer, wer = decoding.error_rates([items[d.index].text for d in decoded], [d.text for d in decoded])
-    return decoding.Validation(loss=loss, cer=cer, wer=wer)
-
-
-def validate_and_save(loop: Loop, ctx: base.RunContext) -> None:
-    result = validate(loop)
-    loop.state = dataclasses.replace(loop.state, val_loss=result.loss, cer=result.cer, wer=result.wer)
-    ctx.reporter.validation(step=loop.state.step, val_loss=result.loss, wer=result.wer, cer=result.cer)
+    hypotheses = [base.Hypothesis(utt_id=items[d.index].utt_id, reference=items[d.index].raw_text, hypothesis=d.text)
+                  for d in decoded]
+    scores = ctx.reporter.validation(step=loop.state.step, val_loss=loss, hypotheses=hypotheses)
+    loop.state = dataclasses.replace(loop.state, val_loss=loss, cer=scores.cer, wer=scores.wer)
     save(loop, ctx)
 
 
@@ -163,6 +161,3 @@ def save(loop: Loop, ctx: base.RunContext) -> Path | None:
     return checkpoints.save(loop.store, model=modelling.unwrap_ddp(loop.model), optimizers=loop.optimizers(),
                             state=loop.state)
 
-
-def no_autocast() -> ContextManager[Any]:
-    return contextlib.nullcontext()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
@@ -37,17 +36,12 @@ class ReportMetrics(pl.Callback):
         self._sample_rate = sample_rate
         self._rank = rank
         self._world_size = world_size
-        self._window_start: float | None = None
         self._audio_samples = 0.0
         self._samples = 0
         self._padding: list[float] = []
         self.last_train_loss: float | None = None
         self.last_val_loss: float | None = None
         self.validations: list[dict[str, float | None]] = []
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._window_start is None:
-            self._window_start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -66,15 +60,15 @@ class ReportMetrics(pl.Callback):
         if loss is None:
             loss = _scalar(trainer.callback_metrics.get("train_loss"))
         audio_samples, samples = self._audio_samples, self._samples
-        if self._world_size > 1:  # the reporter counts speech of all ranks
+        if self._world_size > 1:  # speech of all ranks; the mean loss, so a NaN anywhere stops every rank
             totals = trainer.strategy.reduce(
-                torch.tensor([audio_samples, float(samples)], device=pl_module.device), reduce_op="sum"
+                torch.tensor([audio_samples, float(samples), math.nan if loss is None else loss],
+                             dtype=torch.float64, device=pl_module.device), reduce_op="sum"
             )
             audio_samples, samples = float(totals[0]), int(totals[1])
-        now = time.perf_counter()
-        step_seconds = now - self._window_start if self._window_start is not None else None
+            loss = float(totals[2]) / self._world_size if loss is not None else None
         padding = sum(self._padding) / len(self._padding) if self._padding else None
-        self._window_start, self._audio_samples, self._samples, self._padding = None, 0.0, 0, []
+        self._audio_samples, self._samples, self._padding = 0.0, 0, []
         if loss is not None and not math.isfinite(loss):
             raise base.NonFiniteLoss(f"step {trainer.global_step}: loss is {loss}")
         self.last_train_loss = loss
@@ -88,7 +82,6 @@ class ReportMetrics(pl.Callback):
             audio_seconds=audio_samples / self._sample_rate,
             samples=samples,
             padding_ratio=padding,
-            step_seconds=step_seconds,
         )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -119,6 +112,7 @@ class StopOnSignal(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._stop.is_set():
+        # Every rank stops at the same step when any rank got SIGTERM (one collective).
+        if trainer.strategy.reduce_boolean_decision(self._stop.is_set(), all=False):
             self.stopped = True
             trainer.should_stop = True

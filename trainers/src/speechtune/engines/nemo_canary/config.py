@@ -15,6 +15,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from speechtune.engines.kit import precision
 from speechtune.engines.nemo_canary import tokenizers
 
 PROMPT_FORMATS = ("canary2", "canary")
@@ -382,13 +383,6 @@ def input_cfg(inputs: Sequence[ManifestInput]) -> list[dict[str, Any]]:
     ]
 
 
-def precision_for(spec_precision: str | None, device: str) -> str | int:
-    """fp32 on CPU whatever the spec asks (bf16 autocast on CPU is slow, fp16 unsupported)."""
-    if not device.startswith("cuda"):
-        return 32
-    return {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(spec_precision or "bf16", 32)
-
-
 def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayout) -> dict[str, Any]:
     """Points trainer, optimizer, data loading and exp_manager at the job; returns a copy."""
     cfg = copy.deepcopy(config)
@@ -408,7 +402,7 @@ def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayou
         trainer["gradient_clip_val"] = float(training["gradientClipVal"])
     if training.get("gradAccumulation") is not None:
         trainer["accumulate_grad_batches"] = int(training["gradAccumulation"])
-    trainer["precision"] = precision_for(training.get("precision"), layout.device)
+    trainer["precision"] = precision.lightning(str(training.get("precision") or "fp32"), layout.device)
     if layout.device.startswith("cuda"):
         trainer.update(accelerator="gpu", devices=max(1, layout.world_size // max(1, layout.nodes)),
                        num_nodes=max(1, layout.nodes))

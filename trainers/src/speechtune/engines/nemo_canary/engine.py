@@ -311,7 +311,7 @@ class NemoCanaryEngine:
         from nemo.utils.exp_manager import exp_manager
         from omegaconf import OmegaConf
 
-        from speechtune.engines.kit import lightning_checkpoints
+        from speechtune.engines.kit import lightning_checkpoints, policies
         from speechtune.engines.nemo_canary import callbacks
 
         cfg, tokenizer = self.build_config(ctx)
@@ -320,8 +320,7 @@ class NemoCanaryEngine:
         work = ctx.run_dir / "nemo"
         work.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(cfg), work / "config.yaml")
-        seed = (ctx.spec.get("training") or {}).get("seed")
-        pl.seed_everything(int(seed) if seed is not None else 0, workers=True)
+        policies.seed_everything(policies.seed_of(ctx.spec))
 
         self._report = callbacks.ReportMetrics(
             ctx.reporter, sample_rate=int(cfg["model"].get("sample_rate", 16000)),
@@ -387,7 +386,8 @@ class NemoCanaryEngine:
         assert self.trainer is not None and self.config is not None, "prepare() first"
         self.trainer.fit(self.model)
         stopped = bool(self._stop.stopped)
-        extra: dict[str, Any] = {"validations": list(self._report.validations), **self._model_facts()}
+        facts = self._model_facts()
+        extra: dict[str, Any] = {"validations": list(self._report.validations), "prompt_format": facts.pop("prompt_format")}
         if not stopped and self.config["model"].get("test_ds") and ctx.data.test:
             extra["test"] = self._test()
         best = self._best_checkpoint(ctx)
@@ -398,6 +398,7 @@ class NemoCanaryEngine:
             val_loss=self._report.last_val_loss,
             best_checkpoint=best,
             stopped_early=stopped,
+            model=base.ModelFacts(**facts),
             extra=extra,
         )
 
@@ -406,7 +407,7 @@ class NemoCanaryEngine:
         model_cfg = self.config["model"] if self.config else {}
         parameters = list(self.model.parameters())
         return {
-            "model": "EncDecMultiTaskModel (FastConformer encoder + Transformer decoder)",
+            "architecture": "EncDecMultiTaskModel (FastConformer encoder + Transformer decoder)",
             "prompt_format": model_cfg.get("prompt_format"),
             "tokenizer": self.tokenizer_kind,
             "vocab_size": int(self.model.tokenizer.vocab_size),
@@ -511,3 +512,7 @@ def _default_slots(model: Any) -> dict[str, Any]:
     slots = dict(user[0].get("slots") or {}) if user else {}
     # A YAML boolean (`itn: false`) is not a value the prompt formatter accepts.
     return {key: ("yes" if value else "no") if isinstance(value, bool) else value for key, value in slots.items()}
+
+
+# Static conformance: mypy fails here when the class drifts from the Engine protocol.
+_: type[base.Engine] = NemoCanaryEngine

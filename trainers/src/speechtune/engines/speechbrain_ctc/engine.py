@@ -12,18 +12,16 @@ import collections
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from speechbrain.nnet import losses
-from speechbrain.utils import metric_stats
 
 from speechtune.data import manifest, normalize
 from speechtune.engines import base
 from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, schedule, settings
-from speechtune.engines.kit import checkpoints, layout
+from speechtune.engines.kit import checkpoints, layout, policies
 from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
 
 HPARAMS_FILE = "hyperparams.json"
@@ -66,7 +64,8 @@ class SpeechBrainCTCEngine:
     def _read_inputs(self, ctx: base.RunContext) -> None:
         self.model_settings, self.train_settings = settings.from_spec(ctx.spec)
         self.training = dict(ctx.spec.get("training") or {})
-        torch.manual_seed(int(self.training.get("seed", 1234)))
+        self.seed = policies.seed_of(ctx.spec)
+        policies.seed_everything(self.seed)
         self.device = torch.device(ctx.device)
         self.normalizer = normalize.get(str(ctx.spec["data"].get("normalization", "none")))
         # Rows whose normalised text is empty teach CTC nothing (preflight reports them).
@@ -94,17 +93,18 @@ class SpeechBrainCTCEngine:
         self.decoder = decoding.Decoder(self.tokenizer, beam_size=self.train_settings.beam_size)
 
     def _build_optimisation(self, ctx: base.RunContext) -> None:
-        self.precision = _autocast_dtype(str(self.training.get("precision", "fp32")), self.device, ctx)
+        self.precision = policies.precision_for(str(self.training.get("precision", "fp32")), ctx.device,
+                                                ctx.reporter.log)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.net.parameters() if p.requires_grad],
             lr=float(self.training.get("learningRate", 1e-4)), weight_decay=self.train_settings.weight_decay)
-        self.scaler = torch.amp.GradScaler(  # type: ignore[attr-defined]
-            enabled=self.precision == torch.float16)
+        self.scaler = self.precision.grad_scaler()
         self.progress = Progress()
         self.max_steps = self._max_steps(ctx)
         ctx.reporter.set_max_steps(self.max_steps)
         keep = int((ctx.spec.get("output") or {}).get("saveTopK", 5))
-        self.store = checkpoints.Store(ctx.checkpoint_dir, keep_top_k=keep, key="wer", writer=ctx.rank == 0,
+        self.store = checkpoints.Store(ctx.checkpoint_dir, keep_top_k=keep, key=policies.best_key(ctx.spec, characters=self.tokenizer.kind == "char"),
+                                       writer=ctx.rank == 0,
                                        log=ctx.reporter.log)
         if ctx.rank == 0:
             self._write_model_files(ctx.checkpoint_dir)
@@ -182,7 +182,7 @@ class SpeechBrainCTCEngine:
     def _epoch_batches(self, epoch: int, ctx: base.RunContext) -> list[batching.Batch]:
         batch_size = self.training.get("batchSize")
         batch_seconds = float(self.training.get("batchDuration") or 0.0) or math.inf
-        seed = int(self.training.get("seed", 1234))
+        seed = self.seed
         if batch_seconds == math.inf and not batch_size:
             batch_size = 8
         if self.train_settings.batching == "random":  # the benchmark's baseline
@@ -209,22 +209,21 @@ class SpeechBrainCTCEngine:
             batches = self._epoch_batches(self.progress.epoch, ctx)
             for start in range(self.progress.batch_in_epoch, len(batches), accumulation):
                 group = batches[start : start + accumulation]
-                began = time.perf_counter()
                 loss, audio_seconds, padding, samples = self._accumulate(group)
                 step = self.progress.step + 1
                 self._set_learning_rate(step)
                 if math.isfinite(loss) and step > (self.train_settings.nan_after_step or math.inf):
                     loss = math.nan  # test hook: what a diverged run looks like to the runtime
-                if ctx.world_size > 1:  # every rank must see the same loss and stop request
-                    loss, stop_now = _agree_across_ranks(loss, ctx.stop.is_set(), self.device)
-                    if stop_now:
-                        ctx.stop.set()
+                # Every rank sees the same loss (a NaN on one rank stops all) and stop request.
+                loss, stop_now = policies.agree(loss, ctx.stop.is_set(), world_size=ctx.world_size, device=self.device)
+                if stop_now:
+                    ctx.stop.set()
                 # Raises NonFiniteLoss before the optimizer applies a poisoned update.
                 ctx.reporter.train_step(
                     step=step, loss=loss, learning_rate=self.optimizer.param_groups[0]["lr"],
                     epoch=self.progress.epoch + (start + len(group)) / max(1, len(batches)),
                     audio_seconds=audio_seconds * ctx.world_size, samples=samples * ctx.world_size,
-                    padding_ratio=padding, step_seconds=time.perf_counter() - began)
+                    padding_ratio=padding)
                 self._optimizer_step(clip)
                 self.progress.step = step
                 self.progress.batch_in_epoch = start + len(group)
@@ -247,7 +246,7 @@ class SpeechBrainCTCEngine:
             steps=self.progress.step, epochs=self.progress.epoch + self.progress.batch_in_epoch / max(
                 1, len(self._epoch_batches(self.progress.epoch, ctx))),
             train_loss=last_loss, val_loss=val_loss, best_checkpoint=best.path if best else None,
-            stopped_early=stopped, extra=self._facts())
+            stopped_early=stopped, model=self._model_facts(), extra=self._facts())
 
     def _accumulate(self, group: Sequence[batching.Batch]) -> tuple[float, float, float, int]:
         """Forward/backward over the micro-batches of one optimizer step."""
@@ -267,8 +266,7 @@ class SpeechBrainCTCEngine:
     def _loss(self, batch: audio.Batch, *, epoch: int) -> torch.Tensor:
         lens = batch.lens.to(self.device)
         feats = self.net.features(batch.feats.to(self.device), lens, epoch=epoch)
-        with torch.autocast(device_type=self.device.type, dtype=self.precision or torch.float32,
-                            enabled=self.precision is not None):
+        with self.precision.autocast():
             log_probs = self.ddp(feats, lens)
         return losses.ctc_loss(log_probs, batch.tokens.to(self.device), lens,
                                batch.token_lens.to(self.device), blank_index=0)
@@ -292,30 +290,25 @@ class SpeechBrainCTCEngine:
         return audio.collate(utts, [self.tokenizer.encode(self.normalizer(u.text)) for u in utts], self.features)
 
     def _validate(self, ctx: base.RunContext, step: int) -> float | None:
-        """Validation loss and WER/CER (SpeechBrain's ErrorRateStats); then a checkpoint."""
+        """Validation loss here, WER/CER by the runtime from the hypotheses; then a checkpoint."""
         limit = self.training.get("limitValBatches")
-        wer_stats = metric_stats.ErrorRateStats()
-        cer_stats = metric_stats.ErrorRateStats(split_tokens=True)
         loss_sum, batches = 0.0, 0
+        hypotheses: list[base.Hypothesis] = []
         for batch, log_probs, lens in self._decode_batches(self.valid_utts, limit=limit):
             loss = losses.ctc_loss(log_probs, batch.tokens.to(self.device), lens,
                                    batch.token_lens.to(self.device), blank_index=0)
             loss_sum += float(loss)
             batches += 1
-            hyps = self.decoder(log_probs, lens)
-            refs = [self.normalizer(t) for t in batch.texts]
-            hyps = [self.normalizer(h) for h in hyps]
-            wer_stats.append(batch.ids, [h.split() for h in hyps], [r.split() for r in refs])
-            cer_stats.append(batch.ids, [list(h) for h in hyps], [list(r) for r in refs])
+            hypotheses += [base.Hypothesis(utt_id=utt_id, reference=text, hypothesis=hyp, language=lang)
+                           for utt_id, text, lang, hyp in zip(batch.ids, batch.texts, batch.languages,
+                                                              self.decoder(log_probs, lens))]
         self.net.train()
         val_loss = loss_sum / max(1, batches)
-        wer = wer_stats.summarize("error_rate") / 100.0  # ErrorRateStats reports percent
-        cer = cer_stats.summarize("error_rate") / 100.0
-        ctx.reporter.validation(step=step, val_loss=val_loss, wer=wer, cer=cer)
-        self._save(ctx, metrics={"wer": wer, "cer": cer, "val_loss": val_loss})
+        scores = ctx.reporter.validation(step=step, val_loss=val_loss, hypotheses=hypotheses)
+        self._save(ctx, metrics=scores.metrics())
         return val_loss
 
-    def _save(self, ctx: base.RunContext, *, metrics: Mapping[str, float]) -> None:
+    def _save(self, ctx: base.RunContext, *, metrics: Mapping[str, float | None]) -> None:
         # Every rank calls this: all refuse non-finite weights together, rank 0 writes.
         states: dict[str, Any] = {"optimizer": self.optimizer.state_dict(),
                                   "normalizer": self.net.normalize._statistics_dict()}
@@ -335,10 +328,17 @@ class SpeechBrainCTCEngine:
                 batch = self._collate([utts[i] for i in indices])
                 lens = batch.lens.to(self.device)
                 feats = self.net.features(batch.feats.to(self.device), lens, epoch=self.progress.epoch)
-                with torch.autocast(device_type=self.device.type, dtype=self.precision or torch.float32,
-                                    enabled=self.precision is not None):
+                with self.precision.autocast():
                     log_probs = self.net(feats, lens)
                 yield batch, log_probs, lens
+
+    def _model_facts(self) -> base.ModelFacts:
+        m = self.model_settings
+        return base.ModelFacts(
+            architecture=f"SpeechBrain Conformer encoder + CTC ({m.num_layers} layers, d_model {m.d_model})",
+            tokenizer=self.tokenizer.kind, vocab_size=len(self.tokenizer.vocab),
+            parameters=sum(p.numel() for p in self.net.parameters()),
+            trainable_parameters=sum(p.numel() for p in self.net.parameters() if p.requires_grad))
 
     def _facts(self) -> dict[str, Any]:
         return {
@@ -347,7 +347,7 @@ class SpeechBrainCTCEngine:
             "tokenizer": self.tokenizer.kind, "vocab_size": len(self.tokenizer.vocab),
             "model": dataclasses.asdict(self.model_settings),
             "train": dataclasses.asdict(self.train_settings),
-            "precision": str(self.precision).removeprefix("torch.") if self.precision else "float32",
+            "precision": self.precision.name,
         }
 
     # -- evaluation and export -----------------------------------------------------------
@@ -421,27 +421,6 @@ def _load_normalizer(net: model.ConformerCTC, stats: Mapping[str, Any], device: 
         {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in stats.items()})
 
 
-def _autocast_dtype(precision: str, device: torch.device, ctx: base.RunContext) -> torch.dtype | None:
-    """fp32 on CPU (SpeechBrain refuses fp16 there); bf16/fp16 autocast on GPU."""
-    if precision == "fp32":
-        return None
-    if device.type != "cuda":
-        ctx.reporter.log(f"spec.training.precision {precision} needs a GPU; training in fp32 on {device}")
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _agree_across_ranks(loss: float, stop: bool, device: torch.device) -> tuple[float, bool]:
-    """Mean loss over the ranks (a NaN anywhere is a NaN everywhere, so every rank stops
-    together) and whether any rank was asked to stop (SIGTERM reaches pods at different
-    steps; a rank that stops alone leaves the others waiting in all-reduce)."""
-    import torch.distributed as dist
-
-    values = torch.tensor([loss, 1.0 if stop else 0.0], device=device)
-    dist.all_reduce(values)
-    return float(values[0]) / dist.get_world_size(), bool(values[1] > 0)
-
-
 def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DDP over the torchrun process group (one process per GPU)."""
     import torch.distributed as dist
@@ -450,3 +429,7 @@ def _distributed(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
     return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+
+
+# Static conformance: mypy fails here when the class drifts from the Engine protocol.
+_: type[base.Engine] = SpeechBrainCTCEngine
