@@ -10,9 +10,13 @@ through to Succeeded (kwok plays the trainer pod).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -79,6 +83,10 @@ def install(cluster: Any, helm: Path, *values: str) -> Iterator[Release]:
         cluster.kubectl("create", "namespace", ns)
     # The full values watch one namespace: the one this test puts its FinetuneJob in.
     watch = ["--set", f"operator.watchNamespaces={{{jobs_namespace}}}"] if values else []
+    # The apiserver cannot reach a Service here (no kube-proxy, no operator pod): the webhook is
+    # installed and validated but scoped to no namespace, so this cluster's other tests create
+    # FinetuneJobs freely. tests/operator/test_operator_webhook.py covers the apiserver's calls.
+    watch += ["--set", f"webhook.namespaceSelector.matchLabels.speechtune\\.dev/webhook-test={namespace}"]
     try:
         installed = run_helm(helm, "install", name, str(CHART), "--namespace", namespace, *values, *watch,
                              env=cluster.env)
@@ -183,6 +191,17 @@ def operator_command(release: Release, health_port: int, metrics_port: int) -> t
     return [str(OPERATOR_EXE), *args], env
 
 
+def webhook_tls(cluster: Any, release: Release, folder: Path) -> tuple[Path, bytes]:
+    """The chart's webhook Secret as its Deployment mounts it (tls.crt, tls.key), and its CA."""
+    secret = one(release.objects, "Secret")
+    found = json.loads(cluster.kubectl("get", "secret", secret["metadata"]["name"], "-n", release.namespace,
+                                       "-o", "json").stdout)
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in ("tls.crt", "tls.key"):
+        (folder / key).write_bytes(base64.b64decode(found["data"][key]))
+    return folder, base64.b64decode(found["data"]["ca.crt"])
+
+
 def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -199,6 +218,12 @@ def operator_as_service_account(cluster: Any, full_release: Release, tmp_path: P
     argv, chart_env = operator_command(full_release, health_port, metrics_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env.update(chart_env, KUBECONFIG=str(kubeconfig))
+    # The webhook serves the chart's own certificate, from the Secret the chart made.
+    certs, _ = webhook_tls(cluster, full_release, tmp_path / "webhook-tls")
+    webhook_port = free_port()
+    (tmp_path / "webhook.port").write_text(str(webhook_port))  # for the test (same tmp_path)
+    env.update(SPEECHTUNE_ADMISSION_CERT_DIR=str(certs), SPEECHTUNE_ADMISSION_ADDR="127.0.0.1",
+               SPEECHTUNE_ADMISSION_PORT=str(webhook_port))
     log = tmp_path / "operator.log"
     with log.open("w") as sink:
         process = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -290,3 +315,32 @@ def test_operator_as_service_account_runs_a_job_to_succeeded(
     refused()
     cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=true", "--timeout=120s")
 
+
+def test_the_charts_webhook_certificate_serves_the_engine_rules(cluster: Any, full_release: Release,
+                                                                operator_as_service_account: Path,
+                                                                tmp_path: Path) -> None:
+    """An AdmissionReview to the operator, over TLS verified as the apiserver does: the chart's
+    CA, the chart's Service name (sent as SNI/hostname to the loopback port)."""
+    _, ca = webhook_tls(cluster, full_release, tmp_path / "tls")
+    [hook] = one(full_release.objects, "ValidatingWebhookConfiguration")["webhooks"]
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca
+    service = hook["clientConfig"]["service"]
+    host = f"{service['name']}.{service['namespace']}.svc"
+    port = int((tmp_path / "webhook.port").read_text())
+    job = small_job("lora-canary", full_release.jobs_namespace)
+    job["spec"]["engine"] = "nemo-canary"
+    job["spec"]["training"]["peft"] = {"method": "lora"}
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "1", "kind": {"group": "speechtune.dev", "version": "v1alpha1", "kind": "FinetuneJob"},
+                          "resource": {"group": "speechtune.dev", "version": "v1alpha1", "resource": "finetunejobs"},
+                          "operation": "CREATE", "namespace": full_release.jobs_namespace, "object": job,
+                          "userInfo": {"username": "test"}, "dryRun": True}}
+    context = ssl.create_default_context(cadata=ca.decode())
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context)
+    # Verified for the Service's name, as the apiserver does, though connected to loopback.
+    connection.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
+                                          server_hostname=host)
+    connection.request("POST", service["path"], body=json.dumps(review), headers={"Content-Type": "application/json"})
+    answer = json.loads(connection.getresponse().read())["response"]
+    assert answer["allowed"] is False
+    assert answer["status"]["message"].startswith("spec.training.peft.method: 'lora' is not supported by nemo-canary")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("speechtune.dev", "finetunejobs/status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"get", "list", "watch"},
+    ("", "persistentvolumeclaims"): {"get"},
     ("", "events"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # each job's (networkPolicy.enabled)
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
@@ -68,10 +71,11 @@ def test_helm_lint(helm: Path, values: Path | None) -> None:
 def test_default_render_has_exactly_the_expected_objects(default_objects: list[dict[str, Any]]) -> None:
     kinds = collections.Counter(obj["kind"] for obj in default_objects)
     assert kinds == {"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 2,
-                     "ClusterRoleBinding": 2, "Service": 1, "Deployment": 1, "ConfigMap": 2,
-                     "NetworkPolicy": 1}
+                     "ClusterRoleBinding": 2, "Service": 2, "Deployment": 1, "ConfigMap": 2, "Secret": 1,
+                     "ValidatingWebhookConfiguration": 1, "NetworkPolicy": 1}
     namespaced = [o for o in default_objects if o["kind"] not in {"CustomResourceDefinition", "ClusterRole",
-                                                                   "ClusterRoleBinding"}]
+                                                                   "ClusterRoleBinding",
+                                                                   "ValidatingWebhookConfiguration"}]
     assert {o["metadata"]["namespace"] for o in namespaced} == {"speechtune-system"}
 
 
@@ -109,8 +113,14 @@ def test_liveness_probes_kopfs_health_endpoint(default_objects: list[dict[str, A
     assert any(arg == f"--liveness=http://0.0.0.0:{ports[probe['port']]}/healthz" for arg in main["args"])
 
 
+def metrics_service(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's metrics Service (the other one fronts the admission webhook)."""
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    return service
+
+
 def test_metrics_service_reaches_the_operator(default_objects: list[dict[str, Any]]) -> None:
-    service = one(default_objects, "Service")
+    service = metrics_service(default_objects)
     pod_labels = one(default_objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
@@ -163,11 +173,12 @@ def test_full_values_monitors(full_objects: list[dict[str, Any]]) -> None:
         assert monitor["metadata"]["labels"]["release"] == values["metrics"]["prometheusRelease"]
         assert monitor["metadata"]["labels"]["example.com/scraped-by"] == "team-prometheus"
     assert pod_monitor["spec"]["selector"] == {
-        "matchExpressions": [{"key": "speechtune.dev/finetunejob", "operator": "Exists"}]}
+        "matchExpressions": [{"key": "speechtune.dev/finetunejob", "operator": "Exists"}],
+        "matchLabels": {"training.kubeflow.org/replica-type": "master", "training.kubeflow.org/replica-index": "0"}}
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
     assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": values["operator"]["watchNamespaces"]}
-    service = one(full_objects, "Service")
+    service = metrics_service(full_objects)
     assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
@@ -276,7 +287,14 @@ def test_podmonitor_selects_the_trainer_pods_the_operator_makes(full_objects: li
     master = built["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
     (trainer,) = master["spec"]["containers"]
     pod_monitor = one(full_objects, "PodMonitor")["spec"]
-    assert selects(pod_monitor["selector"], master["metadata"]["labels"])
+    # The training-operator adds its labels to the pods: only rank 0's (the one serving /metrics)
+    # is selected, so no worker shows up as a down target.
+    from speechtune_operator.builders import backends  # noqa: PLC0415
+
+    rank0 = {**master["metadata"]["labels"], **backends.PYTORCHJOB.rank0_labels}
+    worker = {**rank0, "training.kubeflow.org/replica-type": "worker"}
+    assert selects(pod_monitor["selector"], rank0)
+    assert not selects(pod_monitor["selector"], worker)
     assert job["metadata"]["namespace"] in pod_monitor["namespaceSelector"]["matchNames"]
     values = yaml.safe_load(FULL_VALUES.read_text())
     ports = {p["name"]: p["containerPort"] for p in trainer["ports"]}
@@ -313,3 +331,62 @@ def test_trainjob_backend_ships_a_runtime_per_engine_and_trainjob_rbac(helm: Pat
         assert trainer["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
     assert not by_kind(template(helm), "ClusterTrainingRuntime")  # the default backend ships none
+
+
+def test_webhook_is_scoped_to_finetunejob_creations_and_fails_closed(default_objects: list[dict[str, Any]]) -> None:
+    from speechtune_operator.handlers import registration  # noqa: PLC0415  (the operator's venv package)
+
+    [hook] = one(default_objects, "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["rules"] == [{"apiGroups": ["speechtune.dev"], "apiVersions": ["v1alpha1"],
+                              "resources": ["finetunejobs"], "operations": ["CREATE"], "scope": "Namespaced"}]
+    service = hook["clientConfig"]["service"]
+    assert service["path"] == f"/{registration.ADMISSION_ID}" and service["port"] == 443
+    webhook_service = next(s for s in default_objects if s["kind"] == "Service"
+                           and s["metadata"]["name"] == service["name"])
+    assert webhook_service["spec"]["ports"][0]["targetPort"] == "webhook"
+    deployment = container(default_objects)
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in deployment["ports"]
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    assert env["SPEECHTUNE_ADMISSION_PORT"] == "9443"
+    # TLS: the Secret's CA is the webhook's caBundle, and its certificate names the Service.
+    secret = one(default_objects, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["data"]["ca.crt"] == hook["clientConfig"]["caBundle"]
+    certificate = base64.b64decode(secret["data"]["tls.crt"])
+    done = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"], input=certificate,
+                          capture_output=True, check=True, timeout=30)
+    assert f"DNS:{service['name']}.speechtune-system.svc".encode() in done.stdout
+    mounts = {m["name"]: m for m in deployment["volumeMounts"]}
+    assert mounts["webhook-tls"]["mountPath"] == env["SPEECHTUNE_ADMISSION_CERT_DIR"]
+
+
+def test_webhook_with_cert_manager_and_watched_namespaces(helm: Path) -> None:
+    objects = template(helm, "--set", "webhook.certManager.enabled=true", "--set",
+                       "operator.watchNamespaces={team-a,team-b}")
+    assert "Secret" not in {o["kind"] for o in objects}
+    certificate = one(objects, "Certificate")
+    assert certificate["spec"]["secretName"].endswith("-webhook-tls")
+    configuration = one(objects, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"speechtune-system/{certificate['metadata']['name']}")
+    [hook] = configuration["webhooks"]
+    assert "caBundle" not in hook["clientConfig"]
+    assert hook["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}
+
+
+def test_webhook_can_be_switched_off(helm: Path) -> None:
+    objects = template(helm, "--set", "webhook.enabled=false")
+    assert "ValidatingWebhookConfiguration" not in {o["kind"] for o in objects}
+    assert "SPEECHTUNE_ADMISSION_PORT" not in {e["name"] for e in container(objects)["env"]}
+
+
+def test_trainjob_podmonitor_selects_node_zero_only(helm: Path) -> None:
+    from speechtune_operator.builders import backends  # noqa: PLC0415
+
+    selector = one(template(helm, "--set", "backend=trainjob", "--set", "metrics.podMonitor.enabled=true"),
+                   "PodMonitor")["spec"]["selector"]
+    rank0 = {"speechtune.dev/finetunejob": "x", **backends.TRAINJOB.rank0_labels}
+    assert selects(selector, rank0)
+    assert not selects(selector, {**rank0, "batch.kubernetes.io/job-completion-index": "1"})

@@ -276,6 +276,12 @@ def test_the_image_install_step_gives_the_entry_point_and_locked_versions(image:
     assert not differing, f"image {image} differs from the tested environment: {differing}"
     if image == "operator":
         assert "torch" not in image_versions, "the operator image must not carry torch"
+        # Its admission webhook runs the trainer's spec checks there, without torch.
+        refuse = ("import yaml; from speechtune_operator import admission, settings; "
+                  f"b = yaml.safe_load(open({str(ROOT / 'examples' / 'finetunejob-canary.yaml')!r})); "
+                  "b['spec']['training']['peft'] = {'method': 'lora'}; print(admission.refusal(b, settings.Settings()))")
+        said = subprocess.run([python, "-c", refuse], capture_output=True, text=True, check=True, timeout=120).stdout
+        assert said.startswith("spec.training.peft.method: 'lora' is not supported by nemo-canary"), said
     else:
         assert image_versions["torch"] == dev_versions["torch"]
         assert "nemo-toolkit" not in image_versions, "the speechbrain image carries only its own extra"

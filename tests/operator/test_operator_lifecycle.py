@@ -138,6 +138,23 @@ def test_a_capability_outside_the_allow_list_fails_the_job_with_an_event(k: Clus
     assert k.child("cap-refused") is None
 
 
+def test_a_two_node_job_on_a_read_write_once_claim_is_refused(k: Cluster) -> None:
+    k.cluster.kubectl("apply", "-n", k.ns, "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "rwo-runs"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    body = ftj_cluster.example("canary")
+    body["metadata"]["name"] = "rwo-canary"
+    body["spec"]["output"]["volume"]["claimName"] = "rwo-runs"
+    k.apply(body)
+    status = wait_for(lambda: k.in_phase("rwo-canary", "Failed"), what="phase Failed")
+    assert status["message"].startswith("spec.output.volume.claimName: PersistentVolumeClaim rwo-runs is "
+                                        "ReadWriteOnce, but a job on 2 nodes")
+    refused = wait_for(lambda: [e for e in k.event_reasons("rwo-canary") if e[1] == "VolumesNotShared"],
+                       what="the event")
+    assert refused[0][0] == "Warning" and "ReadWriteMany" in refused[0][2]
+    assert k.child("rwo-canary") is None
+
+
 @contextlib.contextmanager
 def trainer_metrics(job: str, namespace: str, port: int) -> Iterator[str]:
     """A real Prometheus endpoint with the trainer's metric names, standing in for rank 0 on

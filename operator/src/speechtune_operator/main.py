@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import kopf
@@ -58,6 +59,12 @@ def kopf_settings(settings: settings_mod.Settings, children: jobcache.ChildCache
     config.watching.connect_timeout = 10
     config.networking.request_timeout = 30
     config.networking.connect_timeout = 10
+    if settings.admission_port:
+        # The chart (or a test) installs the ValidatingWebhookConfiguration; kopf only serves.
+        cert_dir = Path(settings.admission_cert_dir)
+        config.admission.server = kopf.WebhookServer(
+            addr=settings.admission_addr, port=settings.admission_port,
+            certfile=cert_dir / "tls.crt", pkeyfile=cert_dir / "tls.key")
     return config
 
 

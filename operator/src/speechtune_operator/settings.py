@@ -100,6 +100,15 @@ class Settings:
         ("IPC_LOCK",), "Linux capabilities a FinetuneJob may add to its trainer container "
         "(spec.pod.addCapabilities, comma-separated); IPC_LOCK lets RDMA pin memory. Empty "
         "allows none.", "SPEECHTUNE_ALLOWED_CAPABILITIES")
+    admission_port: int = _setting(
+        0, "HTTPS port of the validating admission webhook (the trainer's spec checks at "
+        "kubectl apply); 0 disables it.", "SPEECHTUNE_ADMISSION_PORT")
+    admission_addr: str = _setting(
+        "0.0.0.0", "Address the admission webhook listens on.", "SPEECHTUNE_ADMISSION_ADDR")
+    admission_cert_dir: str = _setting(
+        "/etc/speechtune/webhook-tls",
+        "Folder holding the webhook's tls.crt and tls.key (a kubernetes.io/tls Secret); "
+        "re-read when they change (cert-manager renewals).", "SPEECHTUNE_ADMISSION_CERT_DIR")
     workers: int = _setting(
         32, "Threads running the (blocking) handlers, and the API connection pool size. Each "
         "creation waits ~0.1 s on the PyTorchJob admission webhook, so this bounds how many "
@@ -111,6 +120,8 @@ class Settings:
         for field in ("trainer_metrics_port", "workers", "trainer_uid", "scrape_max_bytes"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"setting {field} must be > 0, got {getattr(self, field)}")
+        if not 0 <= self.admission_port < 65536:
+            raise ValueError(f"setting admission_port must be a port number, got {self.admission_port}")
         if not 0 <= self.metrics_port < 65536:
             raise ValueError(f"setting metrics_port must be a port number, got {self.metrics_port}")
         if self.scrape_interval <= 0 or self.scrape_timeout <= 0:

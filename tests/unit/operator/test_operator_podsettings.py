@@ -11,7 +11,7 @@ import pytest
 import ftj_crd
 from speechtune import spec as trainer_spec
 from speechtune_operator import settings
-from speechtune_operator.builders import podsettings, podtemplate, pytorchjob, trainjob
+from speechtune_operator.builders import podsettings, podtemplate, pytorchjob, sharedstorage, trainjob
 
 SETTINGS = settings.Settings()
 
@@ -168,3 +168,18 @@ def test_the_trainjob_backend_carries_what_its_patch_can_and_names_what_it_canno
     for key in ("topologySpreadConstraints", "runtimeClassName", "schedulerName", "envFrom"):
         with pytest.raises(podtemplate.Unsupported, match=rf"^spec.pod.{key}: the trainjob backend"):
             trainjob.build_trainjob(body_with({key: FULL_POD[key]}), SETTINGS)
+
+
+def test_a_multi_node_job_needs_claims_every_node_can_mount() -> None:
+    spec = ftj_crd.stored("canary")["spec"]
+    shared = {"asr-data": ["ReadOnlyMany"], "asr-runs": ["ReadWriteMany"], "asr-models": ["ReadWriteMany"]}
+    assert sharedstorage.problem(spec, shared) is None
+    assert sharedstorage.problem(spec, {**shared, "asr-runs": None}) is None  # not there yet: pods wait
+    message = sharedstorage.problem(spec, {**shared, "asr-models": ["ReadWriteOnce"]})
+    assert message == ("spec.model.volume.claimName: PersistentVolumeClaim asr-models is ReadWriteOnce, but a job "
+                       "on 2 nodes mounts it on each: it needs ReadWriteMany (see docs/multi-node.md)")
+    message = sharedstorage.problem(spec, {**shared, "asr-data": ["ReadWriteOnce"]})
+    assert message is not None and message.startswith("spec.data.volume.claimName: ")
+    assert "ReadOnlyMany or ReadWriteMany" in message
+    single = ftj_crd.stored("speechbrain-atc0")["spec"]
+    assert sharedstorage.problem(single, {"asr-data": ["ReadWriteOnce"], "asr-runs": ["ReadWriteOnce"]}) is None

@@ -10,8 +10,8 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import backends, jobfile, networkpolicy, phase, podsettings, podtemplate
-from speechtune_operator.client import api, children, finetunejobs
+from speechtune_operator.builders import backends, jobfile, networkpolicy, phase, podsettings, podtemplate, sharedstorage
+from speechtune_operator.client import api, children, claims, finetunejobs
 from speechtune_operator.handlers import jobcache
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,10 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
     status = body.get("status") or {}
     if status.get("phase") in phase.FINISHED:
         # Its child may be gone (ttlSecondsAfterFinished); recreating it would train again.
+        return
+    refused = _shared_storage_problem(body, clients)
+    if refused:
+        _fail(body, clients, refused, reason="VolumesNotShared")
         return
     try:
         child = backend.build(body, settings)
@@ -53,6 +57,16 @@ def ensure_children(body: kopf.Body, *, settings: settings_mod.Settings, clients
                    message=f"created {kind} {stored_child['metadata']['name']}")
     # No status write here: the child's first watch event brings phase, its name and
     # observedGeneration in one patch (mirroring), one write per job fewer under a burst.
+
+
+def _shared_storage_problem(body: kopf.Body, clients: api.Clients) -> str | None:
+    spec = body["spec"]
+    if int(spec.get("resources", {}).get("nodes", 1)) <= 1:
+        return None  # no API call for the usual single-node job
+    namespace = body["metadata"]["namespace"]
+    modes = {claim: claims.access_modes(clients, namespace, claim)
+             for _, claim, _ in sharedstorage.claims_to_share(spec)}
+    return sharedstorage.problem(spec, modes)
 
 
 def _fail(body: kopf.Body, clients: api.Clients, message: str, *, reason: str) -> None:

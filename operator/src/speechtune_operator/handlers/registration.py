@@ -10,12 +10,14 @@ import kopf
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import telemetry as telemetry_mod
-from speechtune_operator import names
+from speechtune_operator import admission, names
 from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
 from speechtune_operator.handlers import admitting, creating, guarding, jobcache, mirroring, scraping, suspending
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
+# The webhook's URL path is /<id> (kopf's convention); the chart's webhook configuration uses it.
+ADMISSION_ID = "engine-rules"
 RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
 
 
@@ -44,6 +46,8 @@ def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = Non
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    if ctx.settings.admission_port:
+        register_admission(registry, ctx.settings)
     # Async: a dictionary update needs no handler thread, and a burst of creations should
     # not queue 500 of these in the pool ahead of the handlers that call the API.
     @kopf.on.event(*FINETUNEJOBS, id="observe", registry=registry)
@@ -81,3 +85,13 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         with guarding.in_our_words("scraping the metrics", delay=ctx.settings.scrape_interval):
             scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
+
+
+def register_admission(registry: kopf.OperatorRegistry, settings: settings_mod.Settings) -> None:
+    """The validating webhook: a job `speechtune validate` refuses never gets created. Only
+    CREATE: after it, only runPolicy.suspend may change (the CRD's own rules)."""
+    @kopf.on.validate(*FINETUNEJOBS, id=ADMISSION_ID, operations=["CREATE"], registry=registry)
+    def engine_rules(body: kopf.Body, **_: Any) -> None:
+        problem = admission.refusal(body, settings)
+        if problem:
+            raise kopf.AdmissionError(problem, code=422)

@@ -27,7 +27,7 @@ from speechtune.engines import base
 from speechtune.runtime import console as consoles
 from speechtune.runtime import metrics as run_metrics
 from speechtune.runtime import reporter as reporters
-from speechtune.runtime import rundir, scoring, signals, sweep, volumes
+from speechtune.runtime import network, rundir, scoring, signals, sweep, volumes
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # permanent: a PyTorchJob with restartPolicy ExitCode does not retry 1..127
@@ -148,6 +148,8 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     where = placement(job_spec)
     primary = where.rank == 0
     console = options.console or consoles.Console()
+    if where.local_rank == 0 and (line := network.describe()):
+        console.line(line)  # on every node: which transport NCCL will use (a TCP fallback shows here)
     notes = engine_notes(job_spec)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
