@@ -64,7 +64,16 @@ def test_operator_accepts_only_prometheus_on_its_metrics_port(which: str, defaul
     assert policy["metadata"]["namespace"] == one(objects, "Deployment")["metadata"]["namespace"]
     assert matches(policy["spec"]["podSelector"], pod["metadata"]["labels"])
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
+    rules = policy["spec"]["ingress"]
+    # The admission webhook's port is open without a peer: the apiserver calls it and is no pod
+    # a selector could name. Exactly that port, nothing else, when the webhook is on.
+    webhook_rules = [r for r in rules if "from" not in r]
+    webhook = {**yaml.safe_load((CHART / "values.yaml").read_text())["webhook"], **(values.get("webhook") or {})}
+    if webhook["enabled"]:
+        assert webhook_rules == [{"ports": [{"protocol": "TCP", "port": webhook["port"]}]}]
+    else:
+        assert webhook_rules == []
+    (rule,) = [r for r in rules if "from" in r]
     (peer,) = rule["from"]
     assert peer == {"namespaceSelector": {"matchExpressions": [{
         "key": "kubernetes.io/metadata.name", "operator": "In",
@@ -75,7 +84,10 @@ def test_operator_accepts_only_prometheus_on_its_metrics_port(which: str, defaul
 
 def test_no_prometheus_namespaces_means_no_ingress_at_all(helm: Path) -> None:
     objects = template(helm, "--set-json", "networkPolicy.prometheusNamespaces=[]")
-    assert one(objects, "NetworkPolicy")["spec"]["ingress"] == []
+    # Nothing but the admission webhook's port (the apiserver's calls), which has no peer to name.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert one(objects, "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": values["webhook"]["port"]}]}]
     from speechtune_operator.builders import networkpolicy  # noqa: PLC0415
 
     built = networkpolicy.build_networkpolicy(example_job(), operator_settings(objects))
