@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from uv_tool import uv_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
@@ -246,16 +247,6 @@ def install_like_the_image(image: str, tmp_path: Path) -> Path:
                                             "UV_PYTHON_DOWNLOADS": "never", "UV_LINK_MODE": "hardlink"})
     assert done.returncode == 0, done.stdout + done.stderr
     return env_dir
-
-
-def uv_binary() -> str:
-    version = re.search(r"^uv==([\d.]+)", (ROOT / "hack" / "requirements-uv.txt").read_text(), re.M)
-    assert version
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    path = Path(base) / "speechtune" / f"uv-{version.group(1)}" / "bin" / "uv"
-    if not path.is_file():
-        pytest.skip(f"{path} missing: run make setup")
-    return str(path)
 
 
 # One trainer image stands for the three: they copy the same sources and differ only in the

@@ -14,26 +14,17 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from uv_tool import uv_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
 PACKAGES = {p["name"]: p for p in LOCK["package"]}
 
 
-def uv() -> str:
-    version = re.search(r"^uv==([\d.]+)", (ROOT / "hack" / "requirements-uv.txt").read_text(), re.M)
-    assert version, "hack/requirements-uv.txt pins no uv version"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    path = Path(base) / "speechtune" / f"uv-{version.group(1)}" / "bin" / "uv"
-    if not path.is_file():
-        pytest.skip(f"{path} missing: run make setup")
-    return str(path)
-
-
 def test_the_lock_is_fresh_against_every_pyproject() -> None:
     # --offline: a fresh lock is confirmed from the lock alone; a stale one needs a resolution,
     # which fails here as it would in CI, where setup.sh says "run make lock".
-    done = subprocess.run([uv(), "lock", "--check", "--offline", "--python", sys.executable], cwd=ROOT,
+    done = subprocess.run([uv_binary(), "lock", "--check", "--offline", "--python", sys.executable], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
     assert done.returncode == 0, f"uv.lock is stale: run `make lock`\n{done.stderr[-2000:]}"
