@@ -238,7 +238,7 @@ def test_operator_metrics_and_liveness(k: Cluster, operator: ftj_cluster.Operato
     assert operator.healthy()
     jobs = k.custom.list_namespaced_custom_object(ftj_cluster.GROUP, ftj_cluster.VERSION, k.ns,
                                                   ftj_cluster.PLURAL)["items"]
-    expected = {phase: 0 for phase in ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")}
+    expected = {phase: 0 for phase in ("Initializing", "Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")}
     for job in jobs:
         expected[(job.get("status") or {}).get("phase") or "Pending"] += 1
 

@@ -11,7 +11,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
 SUSPENDED, SUCCEEDED, FAILED = "Suspended", "Succeeded", "Failed"
-PHASES = (PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+# Before the child exists: the model initializer Job downloads a hub model to the model volume.
+INITIALIZING = "Initializing"
+PHASES = (INITIALIZING, PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
 FINISHED = frozenset({SUCCEEDED, FAILED})
 
 # First true condition wins: a finished job stays finished even when the training-operator
@@ -20,7 +22,8 @@ _PRECEDENCE = (("Succeeded", SUCCEEDED), ("Failed", FAILED), ("Suspended", SUSPE
                ("Restarting", RESTARTING), ("Running", RUNNING))
 
 # Fields this module owns in .status; progress/metrics belong to the scraper.
-OWNED_FIELDS = ("phase", "message", "conditions", "startTime", "completionTime", "pytorchJob", "trainJob")
+OWNED_FIELDS = ("phase", "message", "conditions", "startTime", "completionTime", "pytorchJob", "trainJob",
+                "initializerJob")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +113,14 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
 
 
 def transition_event(old_phase: str | None, new_phase: str, message: str) -> PhaseEvent | None:
-    if old_phase == new_phase or (old_phase is None and new_phase == PENDING):
-        # A job starts Pending; the child's Created event already marks that start.
+    if old_phase == new_phase or (old_phase in (None, INITIALIZING) and new_phase == PENDING):
+        # A job starts Pending (after Initializing, when it has a model initializer); the
+        # child's Created event already marks that start.
         return None
     if old_phase == SUSPENDED and new_phase in (PENDING, RUNNING):  # pods come back: Pending first
         return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")
     reason, kind = {
+        INITIALIZING: ("ModelInitializing", "Normal"),
         PENDING: ("TrainingPending", "Normal"),
         RUNNING: ("TrainingRunning", "Normal"),
         RESTARTING: ("TrainingRestarting", "Warning"),
