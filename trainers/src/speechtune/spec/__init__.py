@@ -5,7 +5,10 @@ wheels by setuptools) is read at run time, so the CRD and the trainer cannot dri
 the API server we apply the schema's defaults, check the structural schema (jsonschema,
 draft 4 as OpenAPI v3.0 uses it) and evaluate the `x-kubernetes-validations` CEL rules
 (cel-python). Unlike the API server we reject unknown fields instead of pruning them:
-a typo in a local job file should fail loudly, not be dropped."""
+a typo in a local job file should fail loudly, not be dropped.
+
+`validate` then parses the spec once into frozen dataclasses (`speechtune.spec.typed`),
+`Job.typed`: what the runtime and the engines read."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import jsonschema
 import yaml
 
 from speechtune import strict_yaml
+from speechtune.spec import typed
+from speechtune.spec.typed import FinetuneSpec
 
 CRD_RESOURCE = "finetunejob.crd.yaml"
 API_VERSION = "speechtune.dev/v1alpha1"
@@ -46,7 +51,8 @@ class Job:
 
     name: str
     namespace: str
-    spec: Mapping[str, Any]
+    spec: Mapping[str, Any]  # the validated mapping (the operator's builders read it)
+    typed: FinetuneSpec  # the same spec, parsed once: what the runtime and engines read
     uid: str | None = None
     source: str = "<memory>"
 
@@ -117,7 +123,22 @@ def validate(document: Any, *, source: str = "<memory>") -> Job:
     if not metadata.get("name"):
         raise SpecError(source, "metadata.name", "required")
     return Job(name=metadata["name"], namespace=metadata.get("namespace") or "default",
-               spec=obj["spec"], uid=metadata.get("uid"), source=source)
+               spec=obj["spec"], typed=_typed(obj["spec"], source), uid=metadata.get("uid"), source=source)
+
+
+def parse(spec: Mapping[str, Any], *, source: str = "<memory>") -> FinetuneSpec:
+    """The typed spec of a `.spec` mapping, with the CRD's defaults applied first (for
+    tests and tools holding a bare spec; job files go through `validate`, which also
+    checks the schema and the CEL rules)."""
+    defaulted = apply_defaults(crd_schema()["properties"]["spec"], copy.deepcopy(dict(spec)))
+    return _typed(defaulted, source)
+
+
+def _typed(spec: Mapping[str, Any], source: str) -> FinetuneSpec:
+    try:
+        return typed.build(spec)
+    except typed.Unexpected as error:
+        raise SpecError(source, error.path, error.detail) from None
 
 
 @dataclasses.dataclass(frozen=True)
