@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "speechtune.runtime.commands",  # run, train, validate, eval, status, watch, sweep, demo
     "speechtune.data.commands",  # data synth|convert|check|from-hf|bins
     "speechtune.engines.nemo_export",  # export (.ckpt -> .nemo, top-k averaging)
+    "speechtune.runtime.model_commands",  # model fetch (the operator's model initializer)
 )
 
 
