@@ -44,7 +44,6 @@ class TrainSettings:
     batching: str = "length"  # length: duration-sorted dynamic batches; random: naive fixed-size
     beam_size: int = 1  # 1: greedy CTC decoding; >1: SpeechBrain's CTCBeamSearcher
     log_interval: int = 10  # steps between log lines when not on a terminal
-    nan_after_step: int | None = None  # test hook: poison the loss after this step
 
 
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSettings)}
@@ -59,7 +58,6 @@ RANGES: dict[str, tuple[float, float | None]] = {
     "spm_vocab_size": (4, 1_000_000), "min_lr_ratio": (0, 1), "weight_decay": (0, None),
     "time_masks": (0, 100), "time_mask_width": (2, 10_000), "freq_masks": (0, 100),
     "freq_mask_width": (2, 512), "beam_size": (1, 1000), "log_interval": (1, None),
-    "nan_after_step": (0, None),
 }
 
 
