@@ -38,13 +38,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if request is None:
         print("speechtune: model fetch: spec.model names no hub model; nothing to fetch")
         return 0
-    from huggingface_hub import disable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
-    disable_progress_bars()  # a pod's log is no terminal; the last line says what happened
     try:
-        fetched = hub.fetch(request, cache_dir=hub.cache_dir_for(request.engine, args.model_dir),
-                            model_dir=args.model_dir, endpoint=os.environ.get("HF_ENDPOINT") or None,
-                            token=os.environ.get("HF_TOKEN") or None)
+        # A pod's log is no terminal; the last line says what happened.
+        with disable_progress_bars():
+            fetched = hub.fetch(request, cache_dir=hub.cache_dir_for(request.engine, args.model_dir),
+                                model_dir=args.model_dir, endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                token=os.environ.get("HF_TOKEN") or None)
     except hub.FetchError as error:
         code = hub.EXIT_PERMANENT if error.permanent else hub.EXIT_TRANSIENT
         return _fail(str(error), code, args.termination_log)
