@@ -28,6 +28,7 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("speechtune.dev", "finetunejobs/status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"get", "list", "watch"},
+    ("batch", "jobs"): {"get", "list", "watch", "create"},  # the model initializer (modelInitializer.enabled)
     ("", "persistentvolumeclaims"): {"get"},
     ("", "events"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # each job's (networkPolicy.enabled)
@@ -201,6 +202,8 @@ def test_full_values_images_and_settings(full_objects: list[dict[str, Any]]) -> 
     assert env["SPEECHTUNE_TRAINER_METRICS_PORT"] == str(values["trainers"]["metricsPort"])
     assert env["SPEECHTUNE_HF_TOKEN_SECRET"] == values["trainers"]["hfTokenSecret"]["name"]
     assert env["SPEECHTUNE_ALLOWED_CAPABILITIES"] == "IPC_LOCK,SYS_NICE"
+    assert env["SPEECHTUNE_HF_ENDPOINT"] == values["modelInitializer"]["hfEndpoint"]
+    assert (env["SPEECHTUNE_INITIALIZER_CPU"], env["SPEECHTUNE_INITIALIZER_MEMORY"]) == ("500m", "1Gi")
     assert env["TZ"] == "UTC"
     pod = one(full_objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]

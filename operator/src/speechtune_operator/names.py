@@ -44,6 +44,9 @@ LABEL_JOB = "speechtune.dev/finetunejob"
 LABEL_ENGINE = "speechtune.dev/engine"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# On the model initializer Job and its pod: what watches and selectors tell it apart by.
+LABEL_COMPONENT = "speechtune.dev/component"
+COMPONENT_INITIALIZER = "model-initializer"
 MANAGER = "speechtune-operator"
 
 JOB_FILE_DIR = "/etc/speechtune"
@@ -69,6 +72,11 @@ def trainjob_name(job_name: str) -> str:
 def training_runtime_name(engine: str) -> str:
     """The ClusterTrainingRuntime the chart ships for an engine (trainjob backend)."""
     return f"speechtune-{engine}"
+
+
+def initializer_job_name(job_name: str) -> str:
+    # metadata.name is at most 48 characters: the Job's pods' job-name label stays under 63.
+    return f"{job_name}-model"
 
 
 def networkpolicy_name(job_name: str) -> str:

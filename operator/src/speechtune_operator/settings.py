@@ -74,6 +74,19 @@ class Settings:
         "secretKeyRef and optional; empty disables.", "SPEECHTUNE_HF_TOKEN_SECRET")
     hf_token_key: str = _setting(
         "token", "Key of the Hugging Face token in that secret.", "SPEECHTUNE_HF_TOKEN_KEY")
+    model_initializer: bool = _setting(
+        True, "Download a job's spec.model.pretrained once into its model volume with a CPU-only Job "
+        "(phase Initializing) before the trainer pods start, which then run with HF_HUB_OFFLINE=1. Off: "
+        "the trainer pods download it themselves.", "SPEECHTUNE_MODEL_INITIALIZER")
+    hf_endpoint: str = _setting(
+        "https://huggingface.co", "The Hugging Face Hub (or a mirror) pods download from: HF_ENDPOINT of "
+        "the model initializer and of trainer pods that download. Only this setting chooses it; a "
+        "FinetuneJob cannot.", "SPEECHTUNE_HF_ENDPOINT")
+    initializer_cpu: str = _setting(
+        "1", "CPU request and limit of the model initializer's container.", "SPEECHTUNE_INITIALIZER_CPU")
+    initializer_memory: str = _setting(
+        "2Gi", "Memory request and limit of the model initializer's container (downloads stream to disk).",
+        "SPEECHTUNE_INITIALIZER_MEMORY")
     trainer_uid: int = _setting(
         65532, "Numeric user (and group) the trainer containers run as.",
         "SPEECHTUNE_TRAINER_UID")
@@ -133,6 +146,8 @@ class Settings:
                              f"{self.test_scrape_host!r}")
         if any("=" not in label or not label.split("=", 1)[0] for label in self.operator_pod_labels):
             raise ValueError(f"setting operator_pod_labels: want key=value items, got {self.operator_pod_labels}")
+        if not self.hf_endpoint.startswith(("https://", "http://")) or any(c.isspace() for c in self.hf_endpoint):
+            raise ValueError(f"setting hf_endpoint must be an http(s) URL, got {self.hf_endpoint!r}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise ValueError(f"setting image_pull_policy: unknown policy {self.image_pull_policy!r}")
 

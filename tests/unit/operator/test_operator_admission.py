@@ -9,7 +9,7 @@ import pytest
 
 import ftj_crd as crdtools
 from speechtune_operator import settings
-from speechtune_operator.builders import admission, pytorchjob
+from speechtune_operator.builders import admission, initializer, pytorchjob
 
 ALLOWED = settings.Settings(allowed_image_prefixes=("registry.example.com/asr/", "ghcr.io/acme"))
 
@@ -79,16 +79,32 @@ def env_names(pod: dict[str, Any]) -> set[str]:
     return {e["name"] for e in pod["containers"][0]["env"]}
 
 
-def test_the_token_goes_only_to_allowed_images() -> None:
+def initializer_pod(body: dict[str, Any], config: settings.Settings) -> dict[str, Any]:
+    return dict(initializer.build_job(body, config)["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize(("downloader", "initializes"), [(initializer_pod, True), (master_pod, False)],
+                         ids=["model-initializer", "trainer-without-initializer"])
+def test_the_token_goes_only_to_allowed_images(downloader: Any, initializes: bool) -> None:
+    """The token goes to the pod that downloads: the model initializer's, or the trainer's
+    when the initializer is off."""
     body = crdtools.stored("mms-banglish-lora")
-    tolerant = settings.Settings(refuse_unlisted_images=False, allowed_image_prefixes=("ghcr.io/acme/",))
-    assert "HF_TOKEN" in env_names(master_pod(body, tolerant))  # the engine image
+    tolerant = settings.Settings(refuse_unlisted_images=False, allowed_image_prefixes=("ghcr.io/acme/",),
+                                 model_initializer=initializes)
+    assert "HF_TOKEN" in env_names(downloader(body, tolerant))  # the engine image
     body["spec"]["image"] = "ghcr.io/acme/hf:1"
-    assert "HF_TOKEN" in env_names(master_pod(body, tolerant))
+    assert "HF_TOKEN" in env_names(downloader(body, tolerant))
     body["spec"]["image"] = "docker.io/someone/hf:1"
-    pod = master_pod(body, tolerant)
+    pod = downloader(body, tolerant)
     assert pod["containers"][0]["image"] == "docker.io/someone/hf:1"
     assert "HF_TOKEN" not in env_names(pod)
+
+
+def test_trainer_pods_after_the_initializer_are_offline_without_the_token() -> None:
+    body = crdtools.stored("mms-banglish-lora")
+    env = {e["name"]: e for e in master_pod(body, settings.Settings())["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"] == {"name": "HF_HUB_OFFLINE", "value": "1"}
+    assert "HF_TOKEN" not in env and "HF_ENDPOINT" not in env
 
 
 def test_default_priority_class_applies_only_when_the_job_names_none() -> None:

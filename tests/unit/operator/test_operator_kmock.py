@@ -29,6 +29,7 @@ NS = "research"
 FTJ = "speechtune.dev/v1alpha1/finetunejobs"
 PJ = "kubeflow.org/v1/pytorchjobs"
 TJ = "trainer.kubeflow.org/v1alpha1/trainjobs"
+JOBS = "batch/v1/jobs"
 T = TypeVar("T")
 
 
@@ -89,6 +90,7 @@ def declare_resources(server: km.KubernetesEmulator) -> None:
     server.resources[FTJ] = km.ResourceInfo(kind="FinetuneJob", namespaced=True, subresources={"status"}, verbs=verbs)
     server.resources[PJ] = km.ResourceInfo(kind="PyTorchJob", namespaced=True, subresources={"status"}, verbs=verbs)
     server.resources[TJ] = km.ResourceInfo(kind="TrainJob", namespaced=True, subresources={"status"}, verbs=verbs)
+    server.resources[JOBS] = km.ResourceInfo(kind="Job", namespaced=True, subresources={"status"}, verbs=verbs)
     for plural, kind in (("pods", "Pod"), ("configmaps", "ConfigMap"), ("events", "Event")):
         server.resources[f"v1/{plural}"] = km.ResourceInfo(kind=kind, namespaced=True, verbs=verbs)
     # kopf watches these to notice resources and namespaces appearing at run time.
@@ -419,3 +421,54 @@ async def test_each_job_is_fenced_before_its_pods_can_exist(fenced_operator: Har
     assert posts[0] == "networkpolicies"  # the PyTorchJob (and so its pods) only after the fence
     await asyncio.sleep(0.5)
     assert len(h.objects(NP)) == 1  # a replayed creation finds it (409) instead of making a second
+
+
+async def set_job_condition(h: Harness, name: str, kind: str, reason: str = "", message: str = "") -> None:
+    condition = {"type": kind, "status": "True", "reason": reason or kind, "message": message,
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    await h.call(h.clients.custom.patch_namespaced_custom_object_status, "batch", "v1", NS, "jobs", name,
+                 {"status": {"conditions": [condition]}})
+
+
+async def test_a_hub_model_is_fetched_by_an_owned_job_before_the_pytorchjob(operator: Harness) -> None:
+    body = await operator.create_job("mms-banglish-lora", uid="uid-init")
+    name = body["metadata"]["name"]
+    [job] = await eventually(lambda: operator.objects(JOBS))
+    [owner] = job["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("FinetuneJob", "uid-init", True)
+    assert job["metadata"]["name"] == f"{name}-model"
+    status = await eventually(lambda: operator.get(FTJ, name)["status"])
+    assert (status["phase"], status["initializerJob"]) == ("Initializing", f"{name}-model")
+    assert "facebook/mms-1b-all" in status["message"]
+    # One Event; kmock's watch may replay the creation before the status is seen: two.
+    initializing = [e for e in await eventually(operator.events) if e.get("reason") == "ModelInitializing"]
+    assert 1 <= len(initializing) <= 2
+    await asyncio.sleep(0.5)
+    assert operator.objects(PJ) == []  # no trainer pod before the model is on the volume
+
+    await set_job_condition(operator, f"{name}-model", "Complete")
+    [pj] = await eventually(lambda: operator.objects(PJ))
+    env = {e["name"]: e.get("value") for e in
+           pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env
+    assert len(operator.objects(JOBS)) == 1
+
+
+async def test_a_failed_initializer_fails_the_job_with_its_reason(operator: Harness) -> None:
+    body = await operator.create_job("mms-banglish-lora", uid="uid-init-fail")
+    name = body["metadata"]["name"]
+    await eventually(lambda: operator.get(FTJ, name)["status"]["phase"] == "Initializing")
+    await set_job_condition(operator, f"{name}-model", "Failed", "BackoffLimitExceeded",
+                            "Job has reached the specified backoff limit")
+    status = await eventually(lambda: (s := operator.get(FTJ, name)["status"])["phase"] == "Failed" and s)
+    assert status["message"] == (f"model initializer Job {name}-model failed: BackoffLimitExceeded: "
+                                 "Job has reached the specified backoff limit")
+    assert any(e.get("reason") == "ModelInitializationFailed" for e in operator.events())
+    await asyncio.sleep(0.5)
+    assert operator.objects(PJ) == []
+
+
+async def test_a_job_without_a_hub_model_makes_no_initializer(operator: Harness) -> None:
+    await operator.create_job(uid="uid-no-init")  # speechbrain-atc0: from scratch
+    await eventually(lambda: operator.objects(PJ))
+    assert operator.objects(JOBS) == []

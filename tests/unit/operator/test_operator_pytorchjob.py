@@ -118,11 +118,15 @@ def test_shm_is_memory_backed_and_sized() -> None:
 
 
 def test_secrets_only_by_reference_and_run_id_is_the_uid() -> None:
-    variables = env(build())
+    # No model volume: no model initializer, so the trainer pod downloads and gets the token
+    # (with a model volume, the initializer's pod does: test_operator_initializer.py).
+    downloading = build(model={"pretrained": "nvidia/canary-1b-v2"})
+    variables = env(downloading)
     assert variables["SPEECHTUNE_RUN_ID"]["value"] == ftj_crd.UID
     assert variables["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
         "name": "speechtune-hf-token", "key": "token", "optional": True}}}
-    for item in container(build())["env"]:
+    assert variables["HF_ENDPOINT"] == {"name": "HF_ENDPOINT", "value": "https://huggingface.co"}
+    for item in container(downloading)["env"]:
         assert "TOKEN" not in item["name"] or "value" not in item
 
 

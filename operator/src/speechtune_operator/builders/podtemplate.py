@@ -124,16 +124,42 @@ def _env(body: Mapping[str, Any], settings: settings_mod.Settings) -> list[dict[
         {"name": "SPEECHTUNE_METRICS_PORT", "value": str(settings.trainer_metrics_port)},
         {"name": "HOME", "value": "/home/speechtune"},
     ]
-    if "volume" in body["spec"].get("model", {}):
-        # Model downloads land on the model volume and survive pod restarts.
-        env += [{"name": "HF_HOME", "value": "/models/huggingface"},
-                {"name": "NEMO_CACHE_DIR", "value": "/models/nemo"}]
+    model = body["spec"].get("model", {})
+    if "volume" in model:
+        env += cache_env()
+    if model_prefetched(body, settings):
+        # The model initializer Job put the model on the volume: GPU pods never download,
+        # and need no token.
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+        return env
+    if model.get("pretrained"):  # the hub is the operator's setting (a FinetuneJob cannot choose it)
+        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
     # Only an allowed image gets the token (admission.py): with refuse_unlisted_images off,
     # any other image runs, but without the cluster's credentials.
     if settings.hf_token_secret and admission.image_allowed(image(body, settings), settings):
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": settings.hf_token_secret, "key": settings.hf_token_key, "optional": True}}})
+        env.append(hf_token_env(settings))
     return env
+
+
+def model_prefetched(body: Mapping[str, Any], settings: settings_mod.Settings) -> bool:
+    """Whether the model initializer (builders/initializer.py) downloads the job's model
+    before its trainer pods exist: a hub model, a model volume to keep it in, and no
+    spec.model.path (which wins over pretrained in every engine)."""
+    model = body["spec"].get("model") or {}
+    return bool(settings.model_initializer and model.get("pretrained") and "volume" in model
+                and not model.get("path"))
+
+
+def cache_env() -> list[dict[str, Any]]:
+    """Hub caches on the model volume: downloads land there and survive pod restarts; the
+    model initializer fills exactly these."""
+    return [{"name": "HF_HOME", "value": "/models/huggingface"},
+            {"name": "NEMO_CACHE_DIR", "value": "/models/nemo"}]
+
+
+def hf_token_env(settings: settings_mod.Settings) -> dict[str, Any]:
+    return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+        "name": settings.hf_token_secret, "key": settings.hf_token_key, "optional": True}}}
 
 
 def _resources(resources: Mapping[str, Any]) -> dict[str, Any]:

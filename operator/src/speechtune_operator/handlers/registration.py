@@ -80,11 +80,28 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the status", delay=RETRY_BACKOFF):
             mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend)
 
+    if ctx.settings.model_initializer:
+        register_initializer_watch(registry, ctx)
+
     @kopf.timer(*FINETUNEJOBS, id="scrape-progress", interval=ctx.settings.scrape_interval, registry=registry,
                 when=lambda status, **_: status.get("phase") == phase.RUNNING)
     def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         with guarding.in_our_words("scraping the metrics", delay=ctx.settings.scrape_interval):
             scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
+
+
+def register_initializer_watch(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """A model initializer Job that finishes lets its FinetuneJob go on: the child is
+    created then (not on the next FinetuneJob event, which may never come)."""
+    @kopf.on.event("batch", "v1", "jobs", id="model-initializer", registry=registry,
+                   labels={names.LABEL_COMPONENT: names.COMPONENT_INITIALIZER, names.LABEL_JOB: kopf.PRESENT})
+    def initializer_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        with ctx.telemetry.reconcile(), guarding.in_our_words("continuing after the model initializer",
+                                                              delay=RETRY_BACKOFF):
+            creating.continue_after_initializer(body, settings=ctx.settings, clients=ctx.clients,
+                                                seen=ctx.children, backend=ctx.backend)
 
 
 def register_admission(registry: kopf.OperatorRegistry, settings: settings_mod.Settings) -> None:
