@@ -58,6 +58,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     """One mode's training run (in this process); returns its numbers."""
     import torch
 
+    from speechtune import spec as specs
     from speechtune.engines import base
     from speechtune.engines.hf_ctc import HFCTCEngine
     from speechtune.engines.kit import checkpoints as kit_checkpoints
@@ -65,17 +66,18 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     spec = {
         "engine": "hf-ctc", "model": {"path": str(work / "base")},
-        "data": {"targetLang": "bn", "normalization": "banglish"},
+        "data": {"volume": {"claimName": "d"}, "train": "train.json", "validation": "valid.json",
+                 "targetLang": "bn", "normalization": "banglish"},
         "training": {"maxSteps": STEPS, "learningRate": 5e-3, "warmupSteps": 5, "batchSize": 8, "seed": 1,
                      "valCheckInterval": STEPS, "limitValBatches": 1, "gradientClipVal": 1.0,
                      "peft": {"method": mode, "r": 8, "alpha": 16},
                      "overrides": {"createBaseModel": True}},
-        "output": {"saveTopK": 1},
+        "output": {"volume": {"claimName": "r"}, "saveTopK": 1},
     }
     reporter = _Reporter()
     run_dir = work / mode
     ctx = base.RunContext(
-        name="bench", namespace="default", spec=spec,
+        name="bench", namespace="default", spec=specs.parse(spec), raw_spec=spec,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=None),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=STEPS, resume=False,
         device="cpu", world_size=1, rank=0, stop=threading.Event(), reporter=reporter,

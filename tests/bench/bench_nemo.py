@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from speechtune import spec as specs
 from speechtune.data import bins, synth
 from speechtune.engines import base
 from speechtune.engines.nemo_canary import NemoCanaryEngine
@@ -57,7 +58,7 @@ def _spec(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _context(run_dir: Path, data: Path, spec: dict[str, Any], reporter: StepRecorder) -> base.RunContext:
     return base.RunContext(
-        name="bench-canary", namespace="default", spec=spec,
+        name="bench-canary", namespace="default", spec=specs.parse(spec), raw_spec=spec,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=None),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=STEPS, resume=False,
         device="cpu", world_size=1, rank=0, stop=threading.Event(), reporter=reporter)

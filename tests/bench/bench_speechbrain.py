@@ -48,7 +48,7 @@ def job(batching: str) -> spec.Job:
 def measure(batching: str, data: Path, runs: Path) -> dict[str, Any]:
     quiet = console.Console(open(os.devnull, "w"), live=False)
     the_job = job(batching)
-    mounts = volumes.local_mounts(the_job.spec, {"d": data, "r": runs})
+    mounts = volumes.local_mounts(the_job.typed, {"d": data, "r": runs})
     outcome = session.run(the_job, mounts, session.Options(metrics_port=0, console=quiet))
     if outcome.status != "succeeded":
         raise RuntimeError(f"{batching}: {outcome.reason}")

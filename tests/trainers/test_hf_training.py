@@ -76,20 +76,21 @@ def job_spec(
     return {
         "engine": "hf-ctc",
         "model": {"path": str(model_path)},
-        "data": {"targetLang": "bn", "sourceLang": "bn", "normalization": "banglish"},
+        "data": {"volume": {"claimName": "d"}, "train": "train.json", "validation": "valid.json",
+                 "targetLang": "bn", "sourceLang": "bn", "normalization": "banglish"},
         "training": {
             "maxSteps": steps, "learningRate": lr, "warmupSteps": 5, "batchSize": 8, "gradientClipVal": 1.0,
             "valCheckInterval": val_every or steps, "seed": 3, "precision": "fp32",
             "peft": {"method": method, "r": 8, "alpha": 16, "dropout": 0.0},
             "overrides": {"modelConfig": NO_DROPOUT, **(overrides or {})},
         },
-        "output": {"saveTopK": 2, "resume": True},
+        "output": {"volume": {"claimName": "r"}, "saveTopK": 2, "resume": True},
     }
 
 
 def context(spec: Mapping[str, Any], data: Path, run_dir: Path, reporter: RecordingReporter, stop: threading.Event | None = None) -> base.RunContext:
     return base.RunContext(
-        name="hf-test", namespace="default", spec=spec,
+        name="hf-test", namespace="default", spec=specs.parse(spec), raw_spec=spec,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=data / "test.json"),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=spec["training"]["maxSteps"],
         resume=True, device="cpu", world_size=1, rank=0, stop=stop or threading.Event(), reporter=reporter,
@@ -192,7 +193,7 @@ def test_adapter_file_reloads_with_target_lang(adapters_run: dict[str, Any]) -> 
 
 def test_adapters_export_alone_decodes_like_the_run(adapters_run: dict[str, Any], banglish: Path, tmp_path: Path) -> None:
     ctx = adapters_run["ctx"]
-    again = evaluation_only(adapters_run["export"], ctx.spec, banglish, tmp_path / "eval")
+    again = evaluation_only(adapters_run["export"], ctx.raw_spec, banglish, tmp_path / "eval")
     assert [h.hypothesis for h in again] == [h.hypothesis for h in adapters_run["after"]]
     assert not (tmp_path / "eval" / "tokenizer").exists()  # no vocabulary was rebuilt
 
@@ -228,7 +229,7 @@ def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained:
         # ... and the merged folder decodes like the adapted model.
         assert torch.allclose(merged(audio).logits, adapted_logits, atol=1e-4)
     # `speechtune eval`'s path: the export alone decodes the training set as the run did.
-    again = evaluation_only(export, ctx.spec, banglish, tmp_path / "eval")
+    again = evaluation_only(export, ctx.raw_spec, banglish, tmp_path / "eval")
     assert [h.hypothesis for h in again] == [h.hypothesis for h in after]
 
 
@@ -273,7 +274,7 @@ def test_tiny_mms_example_runs_with_speechtune_run(tmp_path: Path, banglish: Pat
     volume on first use; the run exports an adapter that loads with target_lang."""
     job = specs.load(REPO / "examples" / "tiny-mms.yaml")
     runs = tmp_path / "runs"
-    mounts = volumes.local_mounts(job.spec, {"demo-data": banglish, "demo-runs": runs})
+    mounts = volumes.local_mounts(job.typed, {"demo-data": banglish, "demo-runs": runs})
     outcome = session.run(job, mounts, session.Options(max_steps=10, metrics_port=0))
     assert outcome.status == "succeeded", outcome.reason
     assert (runs / "models" / "tiny-mms-base" / "config.json").exists()
@@ -298,7 +299,7 @@ def lora_job_run(tmp_path_factory: pytest.TempPathFactory, pretrained: Pretraine
                             overrides={"modelConfig": NO_DROPOUT})
     job = specs.validate(document)
     runs = tmp_path_factory.mktemp("lora-job-runs")
-    mounts = volumes.local_mounts(job.spec, {"demo-data": banglish, "demo-runs": runs,
+    mounts = volumes.local_mounts(job.typed, {"demo-data": banglish, "demo-runs": runs,
                                              "models": pretrained.folder.parent})
     outcome = session.run(job, mounts, session.Options(max_steps=10, metrics_port=0))
     assert outcome.status == "succeeded", outcome.reason

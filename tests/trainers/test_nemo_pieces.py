@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from speechtune import spec as specs
 from speechtune.data import bins
 from speechtune.engines import nemo_export
 from speechtune.engines.nemo_canary import check_spec, config, manifests, tokenizers, weights
 
 
 def _spec(**training: object) -> dict[str, object]:
-    return {"engine": "nemo-canary", "data": {"train": "t.json", "validation": "v.json"},
-            "training": {"maxSteps": 10, **training}, "output": {"saveTopK": 3}}
+    return {"engine": "nemo-canary", "data": {"volume": {"claimName": "d"}, "train": "t.json", "validation": "v.json"},
+            "training": {"maxSteps": 10, **training}, "output": {"volume": {"claimName": "o"}, "saveTopK": 3}}
 
 
 def _layout(tmp_path: Path, **changes: object) -> config.RunLayout:
@@ -51,7 +52,7 @@ class TestOverrides:
 
 class TestApplySpec:
     def test_cpu_runs_fp32_on_one_device(self, tmp_path: Path) -> None:
-        cfg = config.apply_spec(config.base_config(), _spec(precision="bf16"), _layout(tmp_path))
+        cfg = config.apply_spec(config.base_config(), specs.parse(_spec(precision="bf16")), _layout(tmp_path))
         trainer = cfg["trainer"]
         assert (trainer["accelerator"], trainer["devices"], trainer["strategy"], trainer["precision"]) == (
             "cpu", 1, "auto", "32-true")
@@ -59,14 +60,14 @@ class TestApplySpec:
 
     def test_gpu_cluster_runs_bf16_ddp_across_nodes(self, tmp_path: Path) -> None:
         layout = _layout(tmp_path, device="cuda:0", world_size=16, nodes=2)
-        trainer = config.apply_spec(config.base_config(), _spec(precision="bf16"), layout)["trainer"]
+        trainer = config.apply_spec(config.base_config(), specs.parse(_spec(precision="bf16")), layout)["trainer"]
         assert (trainer["precision"], trainer["strategy"], trainer["devices"], trainer["num_nodes"]) == (
             "bf16-mixed", "ddp", 8, 2)
 
     def test_training_fields_reach_trainer_optimizer_and_data(self, tmp_path: Path) -> None:
         spec = _spec(learningRate=1e-4, warmupSteps=7, batchDuration=120, valCheckInterval=20, limitValBatches=5,
                      gradientClipVal=1.0, gradAccumulation=2)
-        cfg = config.apply_spec(config.base_config(), spec, _layout(tmp_path, resume=False))
+        cfg = config.apply_spec(config.base_config(), specs.parse(spec), _layout(tmp_path, resume=False))
         assert cfg["trainer"]["val_check_interval"] == 20 and cfg["trainer"]["check_val_every_n_epoch"] is None
         assert (cfg["trainer"]["limit_val_batches"], cfg["trainer"]["gradient_clip_val"]) == (5, 1.0)
         assert cfg["trainer"]["accumulate_grad_batches"] == 2

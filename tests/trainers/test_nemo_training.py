@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from speechtune import cli
+from speechtune import spec as specs
 from speechtune.data import synth
 from speechtune.engines import base
 from speechtune.engines.nemo_canary import NemoCanaryEngine
@@ -74,7 +75,7 @@ def make_context(run_dir: Path, data_dir: Path, spec: dict[str, Any], *, max_ste
                  resume: bool = True) -> base.RunContext:
     stop = threading.Event()
     return base.RunContext(
-        name="tiny-canary", namespace="default", spec=spec,
+        name="tiny-canary", namespace="default", spec=specs.parse(spec), raw_spec=spec,
         data=base.DataPaths(root=data_dir, train=data_dir / spec["data"]["train"],
                             validation=data_dir / spec["data"]["validation"],
                             test=data_dir / spec["data"]["test"] if spec["data"].get("test") else None),

@@ -134,7 +134,7 @@ def test_nemo_canary_catalogue() -> None:
         config.fill_derived_sizes(cfg["model"])
         layout = config.RunLayout(log_dir=Path("/tmp/l"), checkpoint_dir=Path("/tmp/c"), max_steps=10,
                                   device="cpu", world_size=1, nodes=1, resume=False)
-        cfg = config.apply_spec(cfg, job_spec, layout)
+        cfg = config.apply_spec(cfg, spec.parse(job_spec), layout)
         OmegaConf.create(cfg)
 
     base = example("tiny-canary.yaml")["spec"]["training"]["overrides"]

@@ -77,7 +77,7 @@ def write_job(folder: Path, document: dict[str, Any]) -> Path:
 
 def run_in_process(document: dict[str, Any], data: Path, runs: Path, **options: Any) -> session.Outcome:
     job = spec.validate(document)
-    mounts = volumes.local_mounts(job.spec, {"d": data, "r": runs})
+    mounts = volumes.local_mounts(job.typed, {"d": data, "r": runs})
     return session.run(job, mounts, session.Options(metrics_port=0, **options))
 
 
@@ -214,7 +214,7 @@ def test_sweep_runs_each_grid_point_and_appends_one_row_each(data: Path, tmp_pat
     from speechtune.runtime import sweeps
 
     job = spec.validate(job_document(max_steps=2, val_every=2, limitValBatches=1, warmupSteps=0, gradAccumulation=2))
-    mounts = volumes.local_mounts(job.spec, {"d": data, "r": tmp_path})
+    mounts = volumes.local_mounts(job.typed, {"d": data, "r": tmp_path})
     grid = sweeps.parse_grid(["learningRate=1e-3,2e-3"])
     assert sweeps.run_grid(job, mounts, grid, csv="unused.csv", stage="coarse", max_steps=None,
                            metrics_port=0) == 0

@@ -47,7 +47,7 @@ def document(*, steps: int = 3, overrides: dict[str, Any] | None = None, **spec_
 def run(doc: dict[str, Any], data: Path, runs: Path) -> session.Outcome:
     job = spec.validate(doc)
     quiet = console.Console(sys.stderr, live=False)
-    outcome = session.run(job, volumes.local_mounts(job.spec, {"d": data, "r": runs}),
+    outcome = session.run(job, volumes.local_mounts(job.typed, {"d": data, "r": runs}),
                           session.Options(metrics_port=0, console=quiet))
     assert outcome.status == "succeeded", outcome.reason
     return outcome
@@ -73,7 +73,7 @@ def test_starts_from_an_exported_model_and_decodes_with_beam_search(data: Path, 
     engine = engines.load("speechbrain-ctc")
     run_dir = tmp_path / "second"
     ctx = base.RunContext(
-        name="sb", namespace="default", spec=job.spec,
+        name="sb", namespace="default", spec=job.typed, raw_spec=job.spec,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json",
                             test=data / "test.json"),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=0, resume=False,
@@ -100,7 +100,7 @@ def test_an_engine_error_names_the_field_and_is_kept_in_metrics_json(data: Path,
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     job = spec.validate(document(model={"path": str(empty)}))
-    mounts = volumes.local_mounts(job.spec, {"d": data, "r": tmp_path / "runs"})
+    mounts = volumes.local_mounts(job.typed, {"d": data, "r": tmp_path / "runs"})
     with pytest.raises(ValueError, match="spec.model.path"):
         session.run(job, mounts, session.Options(metrics_port=0, console=console.Console(sys.stderr, live=False)))
     (metrics_file,) = (tmp_path / "runs" / "sb").glob("*/metrics.json")

@@ -158,7 +158,7 @@ def test_two_runs_in_the_same_second_get_two_folders(volume: Path, monkeypatch: 
     monkeypatch.delenv(rundir.RUN_ID_ENV, raising=False)
     use(monkeypatch, FakeEngine())
     job = spec.load(job_file(volume))
-    mounts = volumes.local_mounts(job.spec, {"d": volume / "data", "r": volume / "runs"})
+    mounts = volumes.local_mounts(job.typed, {"d": volume / "data", "r": volume / "runs"})
     first = session.run(job, mounts, session.Options(metrics_port=0, console=console.Console(open(os.devnull, "w"))))
     second = session.run(job, mounts, session.Options(metrics_port=0, console=console.Console(open(os.devnull, "w"))))
     assert (first.run_folder.name, second.run_folder.name) == ("20261201_050000", "20261201_050000-2")

@@ -13,6 +13,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytest
 import torch
 
+from speechtune import spec as specs
 from speechtune.engines import base
 from speechtune.engines.kit import checkpoints, loop
 
@@ -86,12 +87,17 @@ class Recorder:
         pass
 
 
+# The loop reads its settings, not the spec; a valid spec fills the context.
+SPEC = specs.parse({"engine": "hf-ctc", "training": {"maxSteps": 6}, "output": {"volume": {"claimName": "o"}},
+                    "data": {"volume": {"claimName": "d"}, "train": "t.json", "validation": "v.json"}})
+
+
 def build(tmp_path: Path, task: Regression, *, stop_at: int | None = None, max_steps: int = 6,
           accumulation: int = 1, interval: int | None = 2) -> tuple[loop.Loop[Batch], Recorder]:
     stop = threading.Event()
     recorder = Recorder(stop, stop_at)
     ctx = base.RunContext(
-        name="t", namespace="default", spec={}, data=base.DataPaths(tmp_path, tmp_path, tmp_path, None),
+        name="t", namespace="default", spec=SPEC, raw_spec={}, data=base.DataPaths(tmp_path, tmp_path, tmp_path, None),
         model_dir=None, run_dir=tmp_path, checkpoint_dir=tmp_path / "checkpoints", max_steps=max_steps, resume=True,
         device="cpu", world_size=1, rank=0, stop=stop, reporter=recorder)
     settings = loop.Settings(learning_rate=0.1, weight_decay=0.0, max_steps=max_steps, epochs=None,

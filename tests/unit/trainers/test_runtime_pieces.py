@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from speechtune import spec as specs
 from speechtune.engines import base
 from speechtune.runtime import cluster, console, evaluation, metrics, scoring, sweep, sweeps, volumes
 
@@ -105,8 +106,9 @@ def test_console_without_tty_prints_no_bar(tmp_path: Path) -> None:
 def test_volume_flags_and_local_mounts(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     claims = volumes.parse_volume_flags([f"asr-data={tmp_path / 'data'}", f"asr-runs={tmp_path / 'runs'}"])
-    spec = {"data": {"volume": {"claimName": "asr-data"}, "train": "a/train.json", "validation": "v.json"},
-            "output": {"volume": {"claimName": "asr-runs"}}}
+    spec = specs.parse({"engine": "hf-ctc", "training": {"maxSteps": 1},
+                        "data": {"volume": {"claimName": "asr-data"}, "train": "a/train.json", "validation": "v.json"},
+                        "output": {"volume": {"claimName": "asr-runs"}}})
     mounts = volumes.local_mounts(spec, claims)
     assert mounts.output.is_dir() and mounts.model is None
     paths = volumes.data_paths(spec, mounts)
@@ -260,13 +262,14 @@ def test_local_resume_picks_the_newest_unfinished_run(tmp_path: Path) -> None:
 
 
 def test_pod_mounts_are_the_fixed_paths() -> None:
-    spec = {"data": {"volume": {"claimName": "asr-data"}, "train": "t.json", "validation": "v.json",
+    spec = {"engine": "hf-ctc", "training": {"maxSteps": 1},
+            "data": {"volume": {"claimName": "asr-data"}, "train": "t.json", "validation": "v.json",
                      "test": "x.json"},
             "output": {"volume": {"claimName": "asr-runs"}}, "model": {"volume": {"claimName": "m"}}}
-    mounts = volumes.pod_mounts(spec)
+    mounts = volumes.pod_mounts(specs.parse(spec))
     assert (mounts.data, mounts.output, mounts.model) == (Path("/data"), Path("/output"), Path("/models"))
-    assert volumes.data_paths(spec, mounts).test == Path("/data/x.json")
-    assert volumes.pod_mounts({**spec, "model": {}}).model is None
+    assert volumes.data_paths(specs.parse(spec), mounts).test == Path("/data/x.json")
+    assert volumes.pod_mounts(specs.parse({**spec, "model": {}})).model is None
 
 
 def test_validation_bleu_and_best_checkpoint_reach_the_metrics(tmp_path: Path) -> None:

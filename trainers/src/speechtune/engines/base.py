@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
+from speechtune.spec import typed
+
 
 class NonFiniteLoss(RuntimeError):
     """Raised by the reporter when a step's loss is NaN/inf; the engine must stop without
@@ -35,7 +37,7 @@ class RunContext:
 
     name: str  # FinetuneJob name
     namespace: str
-    spec: Mapping[str, Any]  # FinetuneJob .spec, validated, CRD defaults applied
+    spec: typed.FinetuneSpec  # FinetuneJob .spec, validated and parsed once, CRD defaults applied
     data: DataPaths
     model_dir: Path | None  # the model/cache volume when one is mounted
     run_dir: Path  # <output>/<job>/<run-id>/ ; engine writes only below it
@@ -48,6 +50,9 @@ class RunContext:
     rank: int
     stop: threading.Event  # set on SIGTERM: save a checkpoint and return from train()
     reporter: "Reporter"
+    # The same spec as the validated mapping, for the engines that do not read `spec` yet
+    # (issue 16: converted one engine at a time; goes away with the last one).
+    raw_spec: Mapping[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)

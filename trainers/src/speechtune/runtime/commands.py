@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         job = specs.load(args.job)
         if args.run_id is not None:
             specs.check_run_id(args.run_id)
-        mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
-        gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
+        mounts = volumes.local_mounts(job.typed, volumes.parse_volume_flags(args.volume))
+        gpus = job.typed.resources.gpus_per_node
         if launcher.needs_torchrun(gpus):
             launcher.check_gpus(gpus)
             # Decided (and created) once here, so every rank writes the same run folder.
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             specs.check_run_id(args.run_id)
     except ValueError as error:
         return _fail(str(error))
-    gpus = int((job.spec.get("resources") or {}).get("gpusPerNode", 0))
+    gpus = job.typed.resources.gpus_per_node
     if launcher.needs_torchrun(gpus):
         try:
             launcher.check_gpus(gpus)
@@ -135,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _fail(str(error), 1)
         launcher.exec_torchrun(sys.argv[1:], gpus_per_node=gpus)
     # A pod's scrape interval is typically 15-30 s: linger so the final validation is seen.
-    return _run_session(job, volumes.pod_mounts(job.spec), args, linger_s=30.0, host=metrics.POD_HOST)
+    return _run_session(job, volumes.pod_mounts(job.typed), args, linger_s=30.0, host=metrics.POD_HOST)
 
 
 def _run_session(job: specs.Job, mounts: object, args: argparse.Namespace, *, linger_s: float,
@@ -173,7 +173,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{error}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: ok ({job.spec['engine']}, {job.name})")
+        print(f"{path}: ok ({job.typed.engine}, {job.name})")
         for note in notes:
             print(f"  {note}")
     return 1 if failed else 0
@@ -220,7 +220,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         job = specs.load(args.job)
-        mounts = volumes.local_mounts(job.spec, volumes.parse_volume_flags(args.volume))
+        mounts = volumes.local_mounts(job.typed, volumes.parse_volume_flags(args.volume))
         grid = sweeps.parse_grid(args.grid)
     except ValueError as error:
         return _fail(str(error))

@@ -49,7 +49,7 @@ def main(*, workdir: Path, utterances: int, job_file: Path | None, max_steps: in
         print(f"speechtune demo: {error}", file=sys.stderr)
         return 2
     ensure_data(data, utterances=utterances)
-    mounts = volumes.local_mounts(job.spec, {DATA_CLAIM: data, RUNS_CLAIM: runs})
+    mounts = volumes.local_mounts(job.typed, {DATA_CLAIM: data, RUNS_CLAIM: runs})
     began = time.monotonic()
     outcome = session.run(job, mounts, session.Options(max_steps=max_steps, score_before_training=True))
     print()

@@ -84,8 +84,10 @@ def model_spec(model: str, *, engine: str | None, normalization: str) -> dict[st
             raise ValueError(f"--checkpoint {model}: no such file or folder (a hub name such as "
                              "nvidia/canary-1b-v2 needs --engine)")
         found, source = None, {"pretrained": model}
-    return {"engine": engine or found, "model": source, "data": {"normalization": normalization},
-            "training": {"maxSteps": 1}}
+    # The data and output fields the CRD requires; evaluation reads only the manifest it is given.
+    return {"engine": engine or found, "model": source, "training": {"maxSteps": 1},
+            "data": {"volume": {"claimName": "eval"}, "train": "-", "validation": "-", "normalization": normalization},
+            "output": {"volume": {"claimName": "eval"}}}
 
 
 def evaluate(checkpoint: Path | str, manifest: Path, *, output: Path | None = None,
@@ -102,6 +104,7 @@ def evaluate(checkpoint: Path | str, manifest: Path, *, output: Path | None = No
         spec = model_spec(str(checkpoint), engine=engine, normalization=normalization)
         model = Path(spec["model"]["path"]) if "path" in spec["model"] else Path.cwd() / location.name
         name, namespace = "eval", "default"
+    typed_spec = specs.parse(spec)
     manifest = manifest.absolute()
     if not manifest.exists():
         raise ValueError(f"{manifest}: no such manifest")
@@ -112,14 +115,14 @@ def evaluate(checkpoint: Path | str, manifest: Path, *, output: Path | None = No
     with tempfile.TemporaryDirectory(prefix="speechtune-eval-") as scratch_dir:
         scratch = Path(scratch_dir)
         ctx = base.RunContext(
-            name=name, namespace=namespace, spec=spec, data=data, model_dir=None, run_dir=scratch,
+            name=name, namespace=namespace, spec=typed_spec, data=data, model_dir=None, run_dir=scratch,
             checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
-            rank=0, stop=threading.Event(), reporter=reporter)
-        runner = engines.load(str(spec["engine"]))
+            rank=0, stop=threading.Event(), reporter=reporter, raw_spec=spec)
+        runner = engines.load(typed_spec.engine)
         runner.prepare(ctx)
         hypotheses = runner.evaluate(ctx, manifest)
     reporter.close()
-    normalizer = normalize.get(str(spec["data"].get("normalization", "none")))
+    normalizer = normalize.get(typed_spec.data.normalization)
     destination = output or default_output(model)
     scoring.write_decode_jsonl(destination, hypotheses, normalizer)
     return EvalResult(scores=scoring.score_hypotheses(hypotheses, normalizer), decode_jsonl=destination)

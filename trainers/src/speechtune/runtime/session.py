@@ -68,13 +68,12 @@ class Placement:
     device: str
 
 
-def placement(job_spec: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Placement:
+def placement(job_spec: specs.FinetuneSpec, environ: Mapping[str, str] = os.environ) -> Placement:
     rank = int(environ.get("RANK", "0"))
     local_rank = int(environ.get("LOCAL_RANK", "0"))
     world_size = int(environ.get("WORLD_SIZE", "1"))
-    gpus = int((job_spec.get("resources") or {}).get("gpusPerNode", 0))
     device = "cpu"
-    if gpus > 0:
+    if job_spec.resources.gpus_per_node > 0:
         import torch  # every engine trains with torch; only asked when GPUs are requested
 
         if torch.cuda.is_available():
@@ -87,14 +86,14 @@ def engine_notes(job_spec: Mapping[str, Any]) -> list[str]:
     return specs.engine_checks(job_spec)
 
 
-def preflight(job_spec: Mapping[str, Any], data: base.DataPaths) -> check.Report:
-    mix = [data.root / str(item["manifest"]) for item in job_spec["data"].get("mix") or ()]
+def preflight(job_spec: specs.FinetuneSpec, data: base.DataPaths) -> check.Report:
+    mix = [data.root / item.manifest for item in job_spec.data.mix or ()]
     paths = [p for p in (data.train, data.validation, data.test, *mix) if p is not None]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise ValueError(f"spec.data: manifest {missing[0]} does not exist (relative to the data volume {data.root})")
-    report = check.preflight(paths, engine=str(job_spec["engine"]), root=data.root,
-                             absolute_audio_paths=bool(job_spec["data"].get("absoluteAudioPaths")))
+    report = check.preflight(paths, engine=job_spec.engine, root=data.root,
+                             absolute_audio_paths=bool(job_spec.data.absolute_audio_paths))
     report.raise_if_fatal()
     return report
 
@@ -112,7 +111,7 @@ def _named_run_id(job: specs.Job, mounts: volumes.Mounts, options: Options,
         return specs.check_run_id(options.run_id)
     if environ.get(rundir.RUN_ID_ENV):
         return specs.check_run_id(environ[rundir.RUN_ID_ENV], field=rundir.RUN_ID_ENV)
-    if (job.spec.get("output") or {}).get("resume", True):
+    if job.typed.output.resume:
         return rundir.unfinished_run(mounts.output, job.name)
     return None
 
@@ -144,16 +143,16 @@ def start_metrics_server(metrics: run_metrics.TrainingMetrics, port: int | None,
 
 
 def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) -> Outcome:
-    job_spec = job.spec
+    job_spec = job.typed
     where = placement(job_spec)
     primary = where.rank == 0
     console = options.console or consoles.Console()
     if where.local_rank == 0 and (line := network.describe()):
         console.line(line)  # on every node: which transport NCCL will use (a TCP fallback shows here)
-    notes = engine_notes(job_spec)  # 1.
+    notes = engine_notes(job.spec)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
-    metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=str(job_spec["engine"]))
+    metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=job_spec.engine)
     # 3. the server first: a port in use then leaves no half-made run folder behind
     server = start_metrics_server(metrics, options.metrics_port, console, host=options.metrics_host) if primary else None
     try:
@@ -162,7 +161,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
             folder.job_yaml.write_text(yaml.safe_dump(job.to_object(), sort_keys=False))
         reporter = reporters.RunReporter(metrics=metrics if primary else None, log_file=folder.train_log,
                                          console=console, primary=primary,
-                                         normalizer=normalize.get(str(job_spec["data"].get("normalization", "none"))))
+                                         normalizer=normalize.get(job_spec.data.normalization))
     except BaseException:
         if server:
             server.stop()
@@ -173,14 +172,13 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     for line in [*notes, *warnings, *check.format_summary(report.summary)]:
         reporter.log(line)
     reporter.log(f"run folder: {folder.path}")
-    training = job_spec.get("training") or {}
-    max_steps = options.max_steps if options.max_steps is not None else training.get("maxSteps")
+    max_steps = options.max_steps if options.max_steps is not None else job_spec.training.max_steps
     stop = threading.Event()
     ctx = base.RunContext(
         name=job.name, namespace=job.namespace, spec=job_spec, data=data, model_dir=mounts.model,
         run_dir=folder.path, checkpoint_dir=folder.checkpoints, max_steps=max_steps,
-        resume=bool((job_spec.get("output") or {}).get("resume", True)), device=where.device,
-        world_size=where.world_size, rank=where.rank, stop=stop, reporter=reporter)
+        resume=job_spec.output.resume, device=where.device,
+        world_size=where.world_size, rank=where.rank, stop=stop, reporter=reporter, raw_spec=job.spec)
     try:
         with signals.stop_on_signals(stop) as received:
             return _train_and_score(ctx, folder, reporter, job, options, primary, received)
@@ -189,7 +187,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
             interrupted = isinstance(error, KeyboardInterrupt)
             reason = "interrupted (Ctrl-C twice): no checkpoint at this step" if interrupted else (
                 f"{type(error).__name__}: {error}")
-            _record_end(folder, reporter, {"job": job.name, "engine": job_spec["engine"],
+            _record_end(folder, reporter, {"job": job.name, "engine": job_spec.engine,
                                            "run_id": folder.path.name, "status": "stopped" if interrupted else "failed",
                                            "reason": reason, "steps": reporter.summary.steps})
         raise
@@ -217,11 +215,11 @@ def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: r
                      received: signals.Received | None = None) -> Outcome:
     received = received or signals.Received()
     timings: dict[str, float] = {}
-    engine = engines.load(str(ctx.spec["engine"]))
+    engine = engines.load(ctx.spec.engine)
     started = time.monotonic()
     engine.prepare(ctx)  # 4.
     timings["prepare_seconds"] = time.monotonic() - started
-    normalizer = normalize.get(str(ctx.spec["data"].get("normalization", "none")))
+    normalizer = normalize.get(ctx.spec.data.normalization)
     baseline = None
     if options.score_before_training and primary:
         reporter.log("scoring the model before training ...")
@@ -265,7 +263,7 @@ def _train_and_score(ctx: base.RunContext, folder: rundir.RunFolder, reporter: r
         facts["baseline"] = scoring.as_dict(baseline)
     rundir.write_json(folder.metrics_json, facts)  # 6.
     rundir.write_json(folder.model_card, _model_card(ctx, result, export, facts))
-    sweep_csv = (ctx.spec.get("output") or {}).get("sweepCsv")
+    sweep_csv = ctx.spec.output.sweep_csv
     if sweep_csv:
         output_root = folder.path.parent.parent
         sweep.append_row(output_root / sweep_csv, sweep_row(ctx, job, facts, folder, options))
@@ -281,10 +279,9 @@ def _metrics_json(ctx: base.RunContext, job: specs.Job, reporter: reporters.RunR
                   test_scores: Mapping[str, scoring.Score] | None = None, export: Path | None = None,
                   ) -> dict[str, Any]:
     summary = reporter.summary
-    training = dict(ctx.spec.get("training") or {})
     headline = (test_scores or valid_scores or {}).get("all")
     return {
-        "job": job.name, "namespace": job.namespace, "engine": ctx.spec["engine"], "run_id": ctx.run_dir.name,
+        "job": job.name, "namespace": job.namespace, "engine": ctx.spec.engine, "run_id": ctx.run_dir.name,
         "status": status, "reason": reason,
         "wer": headline.wer if headline else None, "cer": headline.cer if headline else None,
         "validation": scoring.as_dict(dict(valid_scores)) if valid_scores else None,
@@ -302,8 +299,9 @@ def _metrics_json(ctx: base.RunContext, job: specs.Job, reporter: reporters.RunR
         "peak_memory_mb": {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                            "gpu": (reporters.peak_gpu_memory_bytes() or 0) / 2**20 or None},
         "flags": {"device": ctx.device, "world_size": ctx.world_size, "max_steps": ctx.max_steps,
-                  "resume": ctx.resume, "training": training,
-                  "normalization": ctx.spec["data"].get("normalization")},
+                  # the CRD's words, as job.yaml has them
+                  "resume": ctx.resume, "training": dict(job.spec["training"]),
+                  "normalization": ctx.spec.data.normalization},
         "validations": summary.validations, "loss_curve": summary.losses,
         "engine_facts": dict(result.extra) if result else {},
     }
@@ -311,16 +309,19 @@ def _metrics_json(ctx: base.RunContext, job: specs.Job, reporter: reporters.RunR
 
 def _model_card(ctx: base.RunContext, result: base.TrainResult, export: Path, facts: Mapping[str, Any]
                 ) -> dict[str, Any]:
-    model = dict(ctx.spec.get("model") or {})
-    data = dict(ctx.spec["data"])
+    model, data = ctx.spec.model, ctx.spec.data
     described = result.model
     return {
-        "engine": ctx.spec["engine"], "job": ctx.name, "run_id": ctx.run_dir.name,
-        "base_model": model.get("pretrained") or model.get("path") or "from scratch",
+        "engine": ctx.spec.engine, "job": ctx.name, "run_id": ctx.run_dir.name,
+        "base_model": (model and (model.pretrained or model.path)) or "from scratch",
         **(dataclasses.asdict(described) if described else dict.fromkeys(
             ("architecture", "tokenizer", "vocab_size", "parameters", "trainable_parameters"))),
-        "peft": (ctx.spec.get("training") or {}).get("peft"),
-        "data": {k: data.get(k) for k in ("train", "validation", "test", "sourceLang", "targetLang", "normalization")},
+        "peft": {"method": ctx.spec.training.peft.method, "r": ctx.spec.training.peft.r,
+                 "alpha": ctx.spec.training.peft.alpha, "dropout": ctx.spec.training.peft.dropout,
+                 "targetModules": list(ctx.spec.training.peft.target_modules or []) or None},
+        "data": {"train": data.train, "validation": data.validation, "test": data.test,
+                 "sourceLang": data.source_lang, "targetLang": data.target_lang,
+                 "normalization": data.normalization},
         "steps": result.steps, "wer": facts.get("wer"), "cer": facts.get("cer"),
         "export": str(export), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -330,33 +331,33 @@ def sweep_row(ctx: base.RunContext, job: specs.Job, facts: Mapping[str, Any], fo
               options: Options) -> dict[str, Any]:
     """Fill-ins as the reference package does: wer = validation WER, inference_time_sec =
     time to score validation after training, quant_weights_dtype fp32."""
-    training = dict(ctx.spec.get("training") or {})
-    peft = dict(training.get("peft") or {})
-    lora = peft.get("method") == "lora"
+    training = ctx.spec.training
+    peft = training.peft
+    lora = peft.method == "lora"
     valid = (facts.get("validation") or {}).get("all") or {}
-    accumulation = int(training.get("gradAccumulation", 1))
-    batch = training.get("batchSize") or training.get("batchDuration")
+    accumulation = training.grad_accumulation
+    batch = training.batch_size or training.batch_duration
     gpu = ctx.device.startswith("cuda")
-    precision = str(training.get("precision", "fp32"))
+    precision = training.precision
     peak = facts["peak_memory_mb"]
     row = {
         "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"), "run_id": ctx.run_dir.name,
         "run_stage": options.run_stage, "model": job.name, "output_dir": str(folder.path),
-        "dataset_part": Path(str(ctx.spec["data"]["train"])).parent.name or "root",
+        "dataset_part": Path(ctx.spec.data.train).parent.name or "root",
         "train_fraction": 1.0, "validation_samples": valid.get("utterances"),
         "epochs": facts.get("epochs"), "wer": valid.get("wer"),
         "train_runtime": facts["timings"].get("train_seconds"), "train_loss": facts.get("train_loss"),
         "eval_loss": facts.get("val_loss"), "device": "cuda" if gpu else "cpu",
         "gpu": _gpu_name() if gpu else "", "per_device_train_batch_size": batch, "grad_accum": accumulation,
         "effective_batch_size": batch * accumulation * ctx.world_size if isinstance(batch, (int, float)) else None,
-        "lora_r": peft.get("r") if lora else None, "lora_alpha": peft.get("alpha") if lora else None,
-        "lora_dropout": peft.get("dropout") if lora else None, "quant_weights_dtype": "fp32",
+        "lora_r": peft.r if lora else None, "lora_alpha": peft.alpha if lora else None,
+        "lora_dropout": peft.dropout if lora else None, "quant_weights_dtype": "fp32",
         "quant_compute_dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32") if gpu else "float32",
         "inference_time_sec": facts["timings"].get("inference_seconds"),
         "peak_memory_mb": peak.get("gpu") or peak.get("rss"), "save_full_model": not lora,
-        "language": ctx.spec["data"].get("sourceLang", ""), "task": "transcribe",
-        "learning_rate": training.get("learningRate"), "seed": training.get("seed"),
-        "eval_strategy": "steps", "eval_steps": training.get("valCheckInterval"),
+        "language": ctx.spec.data.source_lang or "", "task": "transcribe",
+        "learning_rate": training.learning_rate, "seed": training.seed,
+        "eval_strategy": "steps", "eval_steps": training.val_check_interval,
     }
     row.update(options.extra_sweep_columns)
     return row

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
+from speechtune import spec as specs
 from speechtune.engines import base
 
 POD_MOUNTS = {"data": Path("/data"), "output": Path("/output"), "model": Path("/models")}
@@ -30,7 +31,7 @@ def parse_volume_flags(flags: Sequence[str]) -> dict[str, Path]:
     return claims
 
 
-def local_mounts(spec: Mapping[str, Any], claims: Mapping[str, Path]) -> Mounts:
+def local_mounts(spec: specs.FinetuneSpec, claims: Mapping[str, Path]) -> Mounts:
     """Maps the spec's claims to local folders: the data folder must exist, the output
     folder is created; a missing --volume names the claim and the spec field."""
 
@@ -44,28 +45,25 @@ def local_mounts(spec: Mapping[str, Any], claims: Mapping[str, Path]) -> Mounts:
             raise ValueError(f"--volume {claim}={path}: no such folder")
         return path
 
-    data = folder("data.volume", _claim(spec, "data"), must_exist=True)
-    output = folder("output.volume", _claim(spec, "output"), must_exist=False)
+    data = folder("data.volume", spec.data.volume.claim_name, must_exist=True)
+    output = folder("output.volume", spec.output.volume.claim_name, must_exist=False)
     output.mkdir(parents=True, exist_ok=True)
-    model_claim = _claim(spec, "model")
+    model_claim = _model_claim(spec)
     model = folder("model.volume", model_claim, must_exist=True) if model_claim else None
     return Mounts(data=data, output=output, model=model)
 
 
-def pod_mounts(spec: Mapping[str, Any]) -> Mounts:
-    model = POD_MOUNTS["model"] if _claim(spec, "model") else None
+def pod_mounts(spec: specs.FinetuneSpec) -> Mounts:
+    model = POD_MOUNTS["model"] if _model_claim(spec) else None
     return Mounts(data=POD_MOUNTS["data"], output=POD_MOUNTS["output"], model=model)
 
 
-def data_paths(spec: Mapping[str, Any], mounts: Mounts) -> base.DataPaths:
-    data = spec["data"]
-    test = data.get("test")
-    return base.DataPaths(root=mounts.data, train=mounts.data / data["train"],
-                          validation=mounts.data / data["validation"],
-                          test=mounts.data / test if test else None)
+def data_paths(spec: specs.FinetuneSpec, mounts: Mounts) -> base.DataPaths:
+    data = spec.data
+    return base.DataPaths(root=mounts.data, train=mounts.data / data.train,
+                          validation=mounts.data / data.validation,
+                          test=mounts.data / data.test if data.test else None)
 
 
-def _claim(spec: Mapping[str, Any], section: str) -> str | None:
-    volume = (spec.get(section) or {}).get("volume") or {}
-    claim = volume.get("claimName")
-    return str(claim) if claim else None
+def _model_claim(spec: specs.FinetuneSpec) -> str | None:
+    return spec.model.volume.claim_name if spec.model and spec.model.volume else None

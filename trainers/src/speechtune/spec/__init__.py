@@ -28,7 +28,7 @@ import yaml
 
 from speechtune import strict_yaml
 from speechtune.spec import typed
-from speechtune.spec.typed import FinetuneSpec
+from speechtune.spec.typed import FinetuneSpec as FinetuneSpec
 
 CRD_RESOURCE = "finetunejob.crd.yaml"
 API_VERSION = "speechtune.dev/v1alpha1"

@@ -45,7 +45,7 @@ class HFCTCEngine:
         self._model: base.ModelFacts | None = None
 
     def prepare(self, ctx: base.RunContext) -> None:
-        hf, source = settings_mod.from_spec(ctx.spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
+        hf, source = settings_mod.from_spec(ctx.raw_spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
         self._hf = hf
         if ctx.max_steps == 0:
             self._decoder = load_export(source, hf, ctx)
@@ -118,7 +118,7 @@ class HFCTCEngine:
             train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
             collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=precision.autocast,
             total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,
-            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, key=policies.best_key(ctx.spec, characters=True),
+            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, key=policies.best_key(ctx.raw_spec, characters=True),
                                     rank=ctx.rank,
                                           log=ctx.reporter.log),
         )
@@ -172,7 +172,7 @@ class HFCTCEngine:
         decoded, _ = decoding.run(
             decoder.model, data, decoder.collator.tokenizer, device=decoder.device, autocast=decoder.autocast
         )
-        language = (ctx.spec.get("data") or {}).get("targetLang")
+        language = (ctx.raw_spec.get("data") or {}).get("targetLang")
         by_index = {d.index: d.text for d in decoded}
         return [
             base.Hypothesis(utt_id=e.utt_id, reference=e.raw_text, hypothesis=by_index[i], language=language, duration=e.duration)

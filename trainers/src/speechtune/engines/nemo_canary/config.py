@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from speechtune.engines.kit import precision
 from speechtune.engines.nemo_canary import tokenizers
+from speechtune.spec import typed
 
 PROMPT_FORMATS = ("canary2", "canary")
 
@@ -383,26 +384,24 @@ def input_cfg(inputs: Sequence[ManifestInput]) -> list[dict[str, Any]]:
     ]
 
 
-def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayout) -> dict[str, Any]:
+def apply_spec(config: dict[str, Any], spec: typed.FinetuneSpec, layout: RunLayout) -> dict[str, Any]:
     """Points trainer, optimizer, data loading and exp_manager at the job; returns a copy."""
     cfg = copy.deepcopy(config)
-    training: Mapping[str, Any] = spec.get("training") or {}
-    output: Mapping[str, Any] = spec.get("output") or {}
+    training = spec.training
     model, trainer, exp = cfg["model"], cfg["trainer"], cfg["exp_manager"]
 
     trainer["max_steps"] = layout.max_steps
     trainer["max_epochs"] = -1
     trainer["check_val_every_n_epoch"] = None
-    if training.get("valCheckInterval") is not None:
-        trainer["val_check_interval"] = int(training["valCheckInterval"])
+    if training.val_check_interval is not None:
+        trainer["val_check_interval"] = training.val_check_interval
     trainer["val_check_interval"] = min(int(trainer["val_check_interval"]), layout.max_steps)
-    if training.get("limitValBatches") is not None:
-        trainer["limit_val_batches"] = int(training["limitValBatches"])
-    if training.get("gradientClipVal") is not None:
-        trainer["gradient_clip_val"] = float(training["gradientClipVal"])
-    if training.get("gradAccumulation") is not None:
-        trainer["accumulate_grad_batches"] = int(training["gradAccumulation"])
-    trainer["precision"] = precision.lightning(str(training.get("precision") or "fp32"), layout.device)
+    if training.limit_val_batches is not None:
+        trainer["limit_val_batches"] = training.limit_val_batches
+    if training.gradient_clip_val is not None:
+        trainer["gradient_clip_val"] = training.gradient_clip_val
+    trainer["accumulate_grad_batches"] = training.grad_accumulation
+    trainer["precision"] = precision.lightning(training.precision, layout.device)
     if layout.device.startswith("cuda"):
         trainer.update(accelerator="gpu", devices=max(1, layout.world_size // max(1, layout.nodes)),
                        num_nodes=max(1, layout.nodes))
@@ -412,23 +411,20 @@ def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayou
         trainer.update(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False)
 
     optim = model["optim"]
-    if training.get("learningRate") is not None:
-        optim["lr"] = float(training["learningRate"])
+    optim["lr"] = training.learning_rate
     sched = optim.setdefault("sched", {})
-    if training.get("warmupSteps") is not None:
-        sched["warmup_steps"] = int(training["warmupSteps"])
-        sched.pop("warmup_ratio", None)
+    sched["warmup_steps"] = training.warmup_steps
+    sched.pop("warmup_ratio", None)
     sched["max_steps"] = layout.max_steps
 
     train_ds = model["train_ds"]
-    if training.get("batchDuration") is not None:
-        train_ds["batch_duration"] = float(training["batchDuration"])
+    if training.batch_duration is not None:
+        train_ds["batch_duration"] = training.batch_duration
         train_ds["batch_size"] = None
-    elif training.get("batchSize") is not None:
-        train_ds["batch_size"] = int(training["batchSize"])
+    elif training.batch_size is not None:
+        train_ds["batch_size"] = training.batch_size
         train_ds["batch_duration"] = None
-    if training.get("seed") is not None:
-        train_ds["seed"] = int(training["seed"])
+    train_ds["seed"] = training.seed
 
     exp["explicit_log_dir"] = str(layout.log_dir)
     exp["exp_dir"] = None
@@ -436,8 +432,7 @@ def apply_spec(config: dict[str, Any], spec: Mapping[str, Any], layout: RunLayou
     exp["resume_ignore_no_checkpoint"] = True
     params = exp["checkpoint_callback_params"]
     params["dirpath"] = str(layout.checkpoint_dir)
-    if output.get("saveTopK") is not None:
-        params["save_top_k"] = int(output["saveTopK"])
+    params["save_top_k"] = spec.output.save_top_k
     return cfg
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechtune.engines import base
+from speechtune.spec import typed
 from speechtune.engines.nemo_canary import config as nemo_config
 from speechtune.engines.nemo_canary import manifests
 from speechtune.engines.nemo_canary import tokenizers
@@ -43,11 +44,12 @@ class ModelSource:
     is_hub_name: bool
 
 
-def model_source(spec: Mapping[str, Any], model_dir: Path | None) -> ModelSource | None:
+def model_source(model: typed.Model | None, model_dir: Path | None) -> ModelSource | None:
     """spec.model.path (relative to the model volume) wins over spec.model.pretrained."""
-    model: Mapping[str, Any] = spec.get("model") or {}
-    if model.get("path"):
-        path = Path(str(model["path"]))
+    if model is None:
+        return None
+    if model.path:
+        path = Path(model.path)
         if not path.is_absolute():
             if model_dir is None:
                 raise ValueError(f"spec.model.path {path}: relative, but no model volume is mounted")
@@ -55,8 +57,8 @@ def model_source(spec: Mapping[str, Any], model_dir: Path | None) -> ModelSource
         if not path.is_file():
             raise ValueError(f"spec.model.path: {path} does not exist")
         return ModelSource(str(path), is_hub_name=False)
-    if model.get("pretrained"):
-        return ModelSource(str(model["pretrained"]), is_hub_name=True)
+    if model.pretrained:
+        return ModelSource(model.pretrained, is_hub_name=True)
     return None
 
 
@@ -126,12 +128,12 @@ def grow_tokenizer(
                            vocab_size=int(builder["vocab_size"]), kind=str(builder.get("type", "bpe")))
 
 
-def default_prompt(spec_data: Mapping[str, Any], prompt_format: str) -> list[dict[str, Any]]:
+def default_prompt(spec_data: typed.Data, prompt_format: str) -> list[dict[str, Any]]:
     """prompt_defaults used by transcribe() when a request leaves slots out."""
     slots: dict[str, Any] = {
-        "source_lang": spec_data.get("sourceLang") or "en",
-        "target_lang": spec_data.get("targetLang") or spec_data.get("sourceLang") or "en",
-        "pnc": spec_data.get("pnc") or "yes",
+        "source_lang": spec_data.source_lang or "en",
+        "target_lang": spec_data.target_lang or spec_data.source_lang or "en",
+        "pnc": spec_data.pnc,
     }
     if prompt_format == "canary2":
         slots.update(decodercontext="", emotion="<|emo:undefined|>", itn="no", timestamp="no", diarize="no")
@@ -147,15 +149,9 @@ def _resolve_data_path(root: Path, value: str) -> Path:
 
 def training_inputs(ctx: base.RunContext) -> list[tuple[Path, float]]:
     """The train manifest plus spec.data.mix (weighted, relative to the data volume)."""
-    data: Mapping[str, Any] = ctx.spec.get("data") or {}
+    # The CRD requires each manifest and a weight > 0 (default 1.0).
     inputs = [(ctx.data.train, 1.0)]
-    for index, item in enumerate(data.get("mix") or []):
-        if not item.get("manifest"):
-            raise ValueError(f"spec.data.mix[{index}].manifest: required")
-        weight = float(item.get("weight", 1.0))
-        if weight <= 0:
-            raise ValueError(f"spec.data.mix[{index}].weight: must be > 0, got {weight}")
-        inputs.append((_resolve_data_path(ctx.data.root, str(item["manifest"])), weight))
+    inputs += [(_resolve_data_path(ctx.data.root, item.manifest), item.weight) for item in ctx.spec.data.mix or ()]
     return inputs
 
 
@@ -200,14 +196,12 @@ class NemoCanaryEngine:
         """The full NeMo config and the tokenizer folders, after every manifest passed."""
         spec = ctx.spec
         work = ctx.run_dir / "nemo"
-        training: Mapping[str, Any] = spec.get("training") or {}
-        overrides: Mapping[str, Any] = nemo_config.flatten(training.get("overrides") or {})
-        max_steps = ctx.max_steps or training.get("maxSteps")
-        if not max_steps or int(max_steps) <= 0:
+        overrides: Mapping[str, Any] = nemo_config.flatten(spec.training.overrides or {})
+        max_steps = ctx.max_steps or spec.training.max_steps
+        if not max_steps or max_steps <= 0:
             raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
 
         # 1. manifests: prompt fields first, before any model or tokenizer work
-        data: Mapping[str, Any] = spec.get("data") or {}
         train_inputs = training_inputs(ctx)
         evaluation = [ctx.data.validation] + ([ctx.data.test] if ctx.data.test else [])
         rows_by_path = {path: manifests.read(path) for path, _ in train_inputs}
@@ -217,7 +211,7 @@ class NemoCanaryEngine:
         _raise_problems(manifests.prompt_problems(all_rows, prompt_format=requested_format), "manifest check failed")
 
         # 2. the starting model and the config (Approach A, or from scratch)
-        source = model_source(spec, ctx.model_dir)
+        source = model_source(spec.model, ctx.model_dir)
         if source is not None and source.is_hub_name:
             use_model_volume_as_cache(ctx.model_dir)
         pretrained = load_pretrained(source) if source else None
@@ -225,10 +219,10 @@ class NemoCanaryEngine:
         layout = nemo_config.RunLayout(
             log_dir=work,
             checkpoint_dir=ctx.checkpoint_dir,
-            max_steps=int(max_steps),
+            max_steps=max_steps,
             device=ctx.device,
             world_size=ctx.world_size,
-            nodes=int((spec.get("resources") or {}).get("nodes") or 1),
+            nodes=spec.resources.nodes,
             resume=ctx.resume,
         )
         cfg = nemo_config.apply_spec(cfg, spec, layout)
@@ -261,7 +255,7 @@ class NemoCanaryEngine:
                 extra_special=list(cfg["spl_tokens"].get("extra_tokens") or []),
             ))
         # Every special token a row's prompt needs (languages, task, flags) must exist.
-        slot_defaults = {"pnc": str(data["pnc"])} if data.get("pnc") else {}
+        slot_defaults = {"pnc": spec.data.pnc}
         _raise_problems(
             manifests.language_problems(
                 all_rows,
@@ -287,7 +281,7 @@ class NemoCanaryEngine:
         )
         nemo_config.point_tokenizers(model, tokenizer)
         if not model.get("prompt_defaults"):
-            model["prompt_defaults"] = default_prompt(data, prompt_format)
+            model["prompt_defaults"] = default_prompt(spec.data, prompt_format)
         needed = PROMPT_TOKENS[prompt_format] + CONTEXT_TOKEN_ALLOWANCE + max_label_tokens(tokenizer, all_rows) + 1
         nemo_config.ensure_sequence_length(model, needed)
         if source is None:
@@ -320,7 +314,7 @@ class NemoCanaryEngine:
         work = ctx.run_dir / "nemo"
         work.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(cfg), work / "config.yaml")
-        policies.seed_everything(policies.seed_of(ctx.spec))
+        policies.seed_everything(ctx.spec.training.seed)
 
         self._report = callbacks.ReportMetrics(
             ctx.reporter, sample_rate=int(cfg["model"].get("sample_rate", 16000)),
@@ -338,11 +332,11 @@ class NemoCanaryEngine:
         self.model = EncDecMultiTaskModel(cfg=OmegaConf.create(cfg["model"]), trainer=self.trainer)
         if self.start is not None:
             # Lightning restores a resumed checkpoint after this, so resuming still wins.
-            init: Mapping[str, Any] = (ctx.spec.get("model") or {}).get("init") or {}
+            init = ctx.spec.model.init if ctx.spec.model else None
             new_vocabulary = weights.vocabulary_keys(self.model.tokenizer)
             report = weights.load_into(
                 self.model, self.start.state,
-                include=list(init.get("include") or []), exclude=list(init.get("exclude") or []),
+                include=list(init.include or []) if init else [], exclude=list(init.exclude or []) if init else [],
                 rows=weights.row_map(new_vocabulary, self.start.vocabulary) if new_vocabulary != self.start.vocabulary else None,
             )
             self.start = None
@@ -359,12 +353,12 @@ class NemoCanaryEngine:
         fields are checked against the model's own prompt format."""
         from nemo.collections.asr.models import EncDecMultiTaskModel
 
-        spec_model: Mapping[str, Any] = ctx.spec.get("model") or {}
-        path = str(spec_model.get("path") or "")
-        if not spec_model.get("pretrained") and not path.endswith(".nemo"):
+        spec_model = ctx.spec.model
+        path = (spec_model and spec_model.path) or ""
+        if not (spec_model and spec_model.pretrained) and not path.endswith(".nemo"):
             raise ValueError(f"spec.model.path {path!r}: evaluation needs a .nemo file (the run folder's "
                              "model.nemo; `speechtune export CKPT` converts a Lightning checkpoint) or a hub name")
-        source = model_source(ctx.spec, ctx.model_dir)
+        source = model_source(spec_model, ctx.model_dir)
         assert source is not None
         if source.is_hub_name:
             use_model_volume_as_cache(ctx.model_dir)

@@ -50,12 +50,12 @@ class SpeechBrainCTCEngine:
             f"{f'{self.loop.total_steps} steps' if self.loop.total_steps else 'evaluation only'}, device {self.device}")
 
     def _read_inputs(self, ctx: base.RunContext) -> None:
-        self.model_settings, self.train_settings = settings.from_spec(ctx.spec)
-        self.training = dict(ctx.spec.get("training") or {})
-        self.seed = policies.seed_of(ctx.spec)
+        self.model_settings, self.train_settings = settings.from_spec(ctx.raw_spec)
+        self.training = dict(ctx.raw_spec.get("training") or {})
+        self.seed = policies.seed_of(ctx.raw_spec)
         policies.seed_everything(self.seed)
         self.device = torch.device(ctx.device)
-        self.normalizer = normalize.get(str(ctx.spec["data"].get("normalization", "none")))
+        self.normalizer = normalize.get(str(ctx.raw_spec["data"].get("normalization", "none")))
         # Rows whose normalised text is empty teach CTC nothing (preflight reports them).
         self.train_utts = [u for u in manifest.read(ctx.data.train) if self.normalizer(u.text).strip()]
         self.valid_utts = manifest.read(ctx.data.validation)
@@ -69,7 +69,7 @@ class SpeechBrainCTCEngine:
         self.net.set_spec_augment(self.train_settings)
         self.features = audio.FeatureCache(self.net.fbank)
         if init_dir is not None:
-            _load_weights(self.net, init_dir, (ctx.spec.get("model") or {}).get("init") or {})
+            _load_weights(self.net, init_dir, (ctx.raw_spec.get("model") or {}).get("init") or {})
             ctx.reporter.log(f"initialised from {init_dir}")
         peft = self.training.get("peft") or {}
         if peft.get("method", "none") == "lora":
@@ -96,8 +96,8 @@ class SpeechBrainCTCEngine:
             gradient_clip=float(self.training.get("gradientClipVal") or 0.0),
             val_check_interval=int(self.training["valCheckInterval"]) if self.training.get("valCheckInterval") else None,
             precision=str(self.training.get("precision", "fp32")),
-            save_top_k=int((ctx.spec.get("output") or {}).get("saveTopK", 5)),
-            best_by=policies.best_key(ctx.spec, characters=self.tokenizer.kind == "char"))
+            save_top_k=int((ctx.raw_spec.get("output") or {}).get("saveTopK", 5)),
+            best_by=policies.best_key(ctx.raw_spec, characters=self.tokenizer.kind == "char"))
         built = loop.Loop(self, loop_settings, ctx, schedule=lr_schedule)
         if ctx.rank == 0:
             self._write_model_files(ctx.checkpoint_dir)
@@ -169,7 +169,7 @@ class SpeechBrainCTCEngine:
     # -- preparation helpers -------------------------------------------------------------
 
     def _init_dir(self, ctx: base.RunContext) -> Path | None:
-        model_spec = ctx.spec.get("model") or {}
+        model_spec = ctx.raw_spec.get("model") or {}
         if model_spec.get("pretrained"):
             raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder "
                              "(spec.model.path), not a hub name")
