@@ -166,3 +166,23 @@ def test_model_init_is_refused_not_ignored() -> None:
             "training": {"maxSteps": 5}}
     with pytest.raises(ValueError, match=r"spec\.model\.init: not supported by hf-ctc"):
         settings.check_spec(spec)
+
+
+@pytest.mark.parametrize("lang", ["deu", "fra"])
+def test_an_existing_mms_language_loads_its_own_adapter_not_the_default(tmp_path: Path, lang: str) -> None:
+    """mms-1b-all's config.json carries `target_lang`; transformers 5 then takes
+    from_pretrained's `target_lang=` for a config update, never reaches the model, and the
+    default (English) adapter in model.safetensors stays in place."""
+    import safetensors.torch
+    from pretrained import mms
+
+    folder = mms.random_layout(tmp_path / "mms-1b-all")
+    source = settings.ModelSource(str(folder), folder, None)
+    model, loaded = modelling.load_model(source, adapter_lang=lang, model_config={}, cache_dir=None)
+    expected = safetensors.torch.load_file(str(folder / f"adapter.{lang}.safetensors"))
+    default = safetensors.torch.load_file(str(folder / "adapter.eng.safetensors"))
+    got = modelling.adapter_parameters(model)
+    assert loaded and set(got) == set(expected)
+    assert any(not torch.equal(default[k], expected[k]) for k in expected if default[k].shape == expected[k].shape)
+    for name, tensor in expected.items():
+        assert torch.equal(got[name].detach(), tensor), name

@@ -70,15 +70,22 @@ def load_model(
     """Loads the model; when it has attention adapters and an adapter for `adapter_lang`,
     that adapter (and its head) is loaded too. Returns (model, adapter_loaded)."""
     common: dict[str, Any] = {"cache_dir": _str(cache_dir), "ignore_mismatched_sizes": True, **model_config}
-    config = Wav2Vec2Config.from_pretrained(source.name_or_path, cache_dir=_str(cache_dir))
-    if getattr(config, "adapter_attn_dim", None) is None:
-        return Wav2Vec2ForCTC.from_pretrained(source.name_or_path, **common), False
+    model = Wav2Vec2ForCTC.from_pretrained(source.name_or_path, **common)
+    if getattr(model.config, "adapter_attn_dim", None) is None:
+        return model, False
     if source.local_dir is not None and not (source.local_dir / ADAPTER_FILE.format(adapter_lang)).exists():
-        return Wav2Vec2ForCTC.from_pretrained(source.name_or_path, **common), False
+        return model, False
+    # Not from_pretrained(..., target_lang=...): mms-1b-all's config.json has a
+    # `target_lang` key, so transformers 5 applies that argument to the config and never
+    # passes it to the model, which then keeps the default (English) adapter of
+    # model.safetensors. load_adapter reads adapter.<lang>.safetensors itself.
     try:
-        return Wav2Vec2ForCTC.from_pretrained(source.name_or_path, target_lang=adapter_lang, **common), True
+        model.load_adapter(adapter_lang, cache_dir=_str(cache_dir))
     except OSError:  # a hub model without an adapter for this language
-        return Wav2Vec2ForCTC.from_pretrained(source.name_or_path, **common), False
+        return model, False
+    if hasattr(model.config, "target_lang"):
+        model.config.target_lang = adapter_lang  # an export then names the adapter its weights hold
+    return model, True
 
 
 def fit_head(model: Wav2Vec2ForCTC, vocab: vocab_mod.Vocabulary, *, keep_rows: bool) -> None:
