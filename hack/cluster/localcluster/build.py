@@ -69,6 +69,11 @@ def helm_ldflags() -> str:
     return " ".join(flags)
 
 
+def kueue_ldflags() -> str:
+    """What Kueue's Makefile stamps (it logs and reports this version)."""
+    return f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={versions.KUEUE}"
+
+
 def planned_builds() -> tuple[GoBuild, ...]:
     install = ("install", "-ldflags=-s -w")
     return (
@@ -125,6 +130,13 @@ def planned_builds() -> tuple[GoBuild, ...]:
             args=("build", "-mod=readonly", "-ldflags=-s -w", "-o", "{out}/jobset", versions.JOBSET_MODULE),
             cwd=GOMOD_DIR / "jobset",
             outputs=("jobset",),
+        ),
+        GoBuild(
+            # Kueue's go.mod has no replace lines: `go install` builds it with its own go.sum.
+            component=versions.KUEUE_COMPONENT,
+            args=("install", f"-ldflags={kueue_ldflags()}", f"{versions.KUEUE_MODULE}/cmd/kueue@{versions.KUEUE}"),
+            cwd=None,
+            outputs=("kueue",),
         ),
     )
 

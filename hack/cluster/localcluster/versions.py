@@ -21,10 +21,12 @@ HELM_KUBE_MINOR = "35"
 TRAINING_OPERATOR = "v1.9.4"  # Kubeflow training-operator v1 (PyTorchJob)
 TRAINER = "v2.2.0"  # Kubeflow Trainer v2 (TrainJob, ClusterTrainingRuntime)
 JOBSET = "v0.12.0"  # JobSet, which Trainer v2 runs a TrainJob's pods with
+KUEUE = "v0.17.0"  # Kueue: quota, queueing and admission of PyTorchJobs
 
 TRAINING_OPERATOR_MODULE = "github.com/kubeflow/training-operator"
 TRAINER_MODULE = "github.com/kubeflow/trainer/v2"
 JOBSET_MODULE = "sigs.k8s.io/jobset"
+KUEUE_MODULE = "sigs.k8s.io/kueue"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +75,22 @@ JOBSET_COMPONENT = Component(
     crds=("config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml",),
     webhooks="config/components/webhook/manifests.yaml")
 
-# What every local cluster runs; the trainjob backend adds TRAINJOB_COMPONENTS.
+KUEUE_COMPONENT = Component(
+    "kueue", KUEUE, ("kueue",), module=KUEUE_MODULE,
+    crds=tuple(f"config/components/crd/bases/kueue.x-k8s.io_{plural}.yaml"
+               for plural in ("admissionchecks", "clusterqueues", "cohorts", "localqueues",
+                              "multikueueclusters", "multikueueconfigs", "provisioningrequestconfigs",
+                              "resourceflavors", "topologies", "workloadpriorityclasses", "workloads")),
+    webhooks="config/components/webhook/manifests.yaml")
+
+# What every local cluster runs; the trainjob backend adds TRAINJOB_COMPONENTS, a cluster
+# started with Kueue (`controlplane.py up --kueue`, the `kueue_cluster` test fixture) adds
+# KUEUE_COMPONENTS.
 BASE_COMPONENTS = (KUBERNETES_COMPONENT, ETCD_COMPONENT, KWOK_COMPONENT, HELM_COMPONENT,
                    TRAINING_OPERATOR_COMPONENT)
 TRAINJOB_COMPONENTS = (TRAINER_COMPONENT, JOBSET_COMPONENT)
-ALL_COMPONENTS = BASE_COMPONENTS + TRAINJOB_COMPONENTS
+KUEUE_COMPONENTS = (KUEUE_COMPONENT,)
+ALL_COMPONENTS = BASE_COMPONENTS + TRAINJOB_COMPONENTS + KUEUE_COMPONENTS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,9 @@ PENDING, RUNNING, RESTARTING = "Pending", "Running", "Restarting"
 SUSPENDED, SUCCEEDED, FAILED = "Suspended", "Succeeded", "Failed"
 # Before the child exists: the model initializer Job downloads a hub model to the model volume.
 INITIALIZING = "Initializing"
-PHASES = (INITIALIZING, PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+# The child waits, suspended by Kueue, for its Workload to be admitted (runPolicy.queueName).
+QUEUED = "Queued"
+PHASES = (INITIALIZING, QUEUED, PENDING, RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
 FINISHED = frozenset({SUCCEEDED, FAILED})
 
 # First true condition wins: a finished job stays finished even when the training-operator
@@ -121,6 +123,7 @@ def transition_event(old_phase: str | None, new_phase: str, message: str) -> Pha
         return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")
     reason, kind = {
         INITIALIZING: ("ModelInitializing", "Normal"),
+        QUEUED: ("TrainingQueued", "Normal"),
         PENDING: ("TrainingPending", "Normal"),
         RUNNING: ("TrainingRunning", "Normal"),
         RESTARTING: ("TrainingRestarting", "Warning"),
