@@ -133,7 +133,7 @@ def main() -> None:
 
 def print_mms_estimates() -> None:
     """The same three modes at the guide's scale, from the engine's memory estimate."""
-    from speechtune.engines import hf_memory
+    from speechtune.engines.hf_ctc import memory as hf_memory
 
     arch = hf_memory.KNOWN_MODELS["facebook/mms-1b-all"]
     print("\nfacebook/mms-1b-all, fp16, batch 2 x 10 s (hf_memory estimate, GPU)")

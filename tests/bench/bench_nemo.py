@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from speechtune import spec as specs
-from speechtune.data import bins, synth
+from speechtune.data import synth
+from speechtune.engines.nemo_canary import bins
 from speechtune.engines import base
 from speechtune.engines.nemo_canary import NemoCanaryEngine
 

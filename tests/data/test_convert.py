@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from speechtune import engines
 from speechtune.data import commands, convert, manifest
 
 
 def _run(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
+    commands.register(parser.add_subparsers(dest="command"), engines.data_needs())
     args = parser.parse_args(["data", *argv])
     return int(args.func(args))
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from speechtune import engines
 from speechtune.data import check, commands, from_hf, manifest
 
 datasets = pytest.importorskip("datasets")
@@ -93,7 +94,7 @@ def test_train_only_dataset_gets_validation_and_test_carved_out(tmp_path: Path) 
 
 def test_command_reports_a_missing_text_column(saved: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
+    commands.register(parser.add_subparsers(dest="command"), engines.data_needs())
     args = parser.parse_args(["data", "from-hf", str(saved), "--config", "base", "--out-dir", str(tmp_path),
                               "--text-column", "words"])
     assert args.func(args) == 2

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from speechtune import engines
 from speechtune.data import check, commands, tokenizer_chars
 
 
@@ -104,7 +105,7 @@ def test_summary_counts_hours_languages_and_durations(tmp_path: Path, write_wav)
     path = _jsonl(tmp_path / "m.json", [
         _row("a.wav", duration=1.5), _row("b.wav", duration=3.0, target_lang="de"),
     ])
-    report = check.preflight(path, engine="nemo-canary")
+    report = check.preflight(path, needs=engines.row("nemo-canary").data_needs)
     assert report.ok, report.format()
     assert report.summary.utterances == 2
     assert report.summary.seconds == pytest.approx(4.5)
@@ -116,7 +117,7 @@ def test_canary_needs_languages_on_every_row(tmp_path: Path, write_wav) -> None:
     write_wav("a.wav")
     path = _jsonl(tmp_path / "m.json", [{"audio_filepath": "a.wav", "duration": 1.0, "text": "hi"}])
     assert check.preflight(path).ok
-    report = check.preflight(path, engine="nemo-canary")
+    report = check.preflight(path, needs=engines.row("nemo-canary").data_needs)
     assert {p.field for p in report.fatal} == {"source_lang", "target_lang"}
 
 
@@ -166,7 +167,7 @@ def test_check_command_exit_status(crafted: Path, tmp_path: Path, write_wav, cap
     import argparse
 
     parser = argparse.ArgumentParser()
-    commands.register(parser.add_subparsers(dest="command"))
+    commands.register(parser.add_subparsers(dest="command"), engines.data_needs())
     args = parser.parse_args(["data", "check", str(crafted), "--languages", "en"])
     assert args.func(args) == 1
     out = capsys.readouterr().out

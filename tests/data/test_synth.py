@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from speechtune import engines
 from speechtune.data import check, manifest, normalize, synth
 
 
 def test_output_passes_preflight_and_durations_match_the_audio(small_synth: dict[str, Path]) -> None:
     assert set(small_synth) == {"train", "valid", "test"}
     assert all(path.name == f"{split}.json" for split, path in small_synth.items())
-    report = check.preflight(list(small_synth.values()), engine="nemo-canary", languages=["en", "de"],
+    report = check.preflight(list(small_synth.values()), needs=engines.row("nemo-canary").data_needs, languages=["en", "de"],
                              duration_tolerance=0.0)
     assert report.problems == [], report.format()
     assert report.summary.utterances == 30

@@ -13,7 +13,7 @@ import pytest
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from speechtune import cli, spec as specs
-from speechtune.engines import hf_memory
+from speechtune.engines.hf_ctc import memory as hf_memory
 from speechtune.engines.hf_ctc import settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from speechtune import spec as specs
-from speechtune.data import bins
-from speechtune.engines import nemo_export
+from speechtune.engines.nemo_canary import bins
+from speechtune.engines.nemo_canary import export as nemo_export
 from speechtune.engines.nemo_canary import check_spec, config, manifests, tokenizers, weights
 
 

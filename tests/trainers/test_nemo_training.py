@@ -163,7 +163,7 @@ def test_prompt_slots_itn_timestamp_context_have_tokens(trained: Trained) -> Non
     """The canary2 special vocabulary built from the data covers every prompt slot."""
     from nemo.collections.common.prompts.formatter import PromptFormatter
 
-    from speechtune.data import bins
+    from speechtune.engines.nemo_canary import bins
 
     tokenizer = bins.load_canary_tokenizer(trained.run_dir / "nemo" / "tokenizers")
     prompt = PromptFormatter.resolve("canary2")(tokenizer)

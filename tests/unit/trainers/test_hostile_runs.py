@@ -235,7 +235,7 @@ def test_every_torch_load_is_weights_only() -> None:
 def test_a_pickled_command_in_a_checkpoint_is_not_run(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("omegaconf")
-    from speechtune.engines import nemo_export
+    from speechtune.engines.nemo_canary import export as nemo_export
 
     marker = tmp_path / "pwned"
 

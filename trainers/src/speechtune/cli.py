@@ -1,5 +1,6 @@
 """`speechtune` command line: each command group lives in its own module with a
-`register(subparsers)` function; this file only wires them together."""
+`register(subparsers)` function; this file only wires them together: the runtime's
+commands, the data commands, then the commands each engine's registry row names."""
 
 from __future__ import annotations
 
@@ -13,25 +14,35 @@ from typing import Sequence
 # register() adds its subcommands and sets `func` on them.
 COMMAND_MODULES = (
     "speechtune.runtime.commands",  # run, train, validate, eval, status, watch, sweep, demo
-    "speechtune.data.commands",  # data synth|convert|check|from-hf|bins
-    "speechtune.engines.nemo_export",  # export (.ckpt -> .nemo, top-k averaging)
     "speechtune.runtime.model_commands",  # model fetch (the operator's model initializer)
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from speechtune import engines
+    from speechtune.data import commands as data_commands
+
     parser = argparse.ArgumentParser(
         prog="speechtune", description="Fine-tune speech-recognition models from one FinetuneJob spec.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:  # a broken import inside the module is a real error
-                raise
-            continue  # a command group this installation does not ship
-        module.register(subparsers)
+        _register(name, subparsers)
+    # data synth|convert|check|from-hf; `data check --engine` knows each engine's data needs
+    groups = {None: subparsers, "data": data_commands.register(subparsers, engines.data_needs())}
+    for row in engines.ROWS:  # the engines' own commands (nemo-canary: export, data bins)
+        for command in row.commands:
+            _register(command.module, groups[command.group])
     return parser
+
+
+def _register(name: str, subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:  # a broken import inside the module is a real error
+            raise
+        return  # a command group this installation does not ship
+    module.register(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

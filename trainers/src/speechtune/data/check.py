@@ -14,7 +14,7 @@ import math
 import os
 import unicodedata
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Protocol, Sequence
 
 from speechtune.data import audio_header, manifest
 
@@ -35,28 +35,34 @@ class Problem:
         return f"{'error' if self.fatal else 'warning'}: {where}:{field} {self.message}"
 
 
+class EngineNeeds(Protocol):
+    """What an engine's data loader requires of every row: each engine's registry row
+    declares it (speechtune.engines.base.DataNeeds); the data layer only reads it."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def fields(self) -> tuple[str, ...]: ...
+
+
 @dataclasses.dataclass(frozen=True)
-class EngineNeeds:
-    """What an engine's data loader requires of every row."""
+class AnyEngine:
+    """No engine named (`speechtune data check` without --engine): 16 kHz mono."""
 
     sample_rate: int = 16000
     channels: int = 1
-    fields: tuple[str, ...] = ()  # Utterance fields that must be set
-
-
-ENGINE_NEEDS: dict[str, EngineNeeds] = {
-    # Canary's prompt is built from the languages of every row.
-    "nemo-canary": EngineNeeds(fields=("source_lang", "target_lang")),
-    "speechbrain-ctc": EngineNeeds(),
-    "hf-ctc": EngineNeeds(),
-}
+    fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
     tokenizer_chars: frozenset[str] | None = None  # None: no tokenizer check
     languages: frozenset[str] | None = None  # None: any language
-    needs: EngineNeeds = EngineNeeds()
+    needs: EngineNeeds = AnyEngine()
     duration_tolerance: float = 0.1  # seconds between the manifest and the audio header
     # CTC must emit one label per frame at most (a 10 ms hop subsampled 4x gives 25 frames
     # per second), so denser transcripts cannot be learnt.
@@ -124,7 +130,7 @@ def preflight(
     *,
     tokenizer_chars: Collection[str] | None = None,
     languages: Collection[str] | None = None,
-    engine: str | None = None,
+    needs: EngineNeeds | None = None,
     duration_tolerance: float = 0.1,
     max_chars_per_second: float = 25.0,
     max_duration: float = 40.0,
@@ -132,12 +138,10 @@ def preflight(
     absolute_audio_paths: bool = False,
 ) -> Report:
     """Checks every row of every manifest in `paths`; never raises for bad data."""
-    if engine is not None and engine not in ENGINE_NEEDS:
-        raise ValueError(f"engine: unknown {engine!r} (want one of {', '.join(ENGINE_NEEDS)})")
     limits = Limits(
         tokenizer_chars=frozenset(tokenizer_chars) if tokenizer_chars is not None else None,
         languages=frozenset(languages) if languages is not None else None,
-        needs=ENGINE_NEEDS[engine] if engine else EngineNeeds(),
+        needs=needs or AnyEngine(),
         duration_tolerance=duration_tolerance,
         max_chars_per_second=max_chars_per_second,
         max_duration=max_duration,

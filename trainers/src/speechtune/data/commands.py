@@ -1,4 +1,5 @@
-"""`speechtune data synth|convert|check|from-hf|bins`: thin wrappers over the data modules."""
+"""`speechtune data synth|convert|check|from-hf`: thin wrappers over the data modules.
+Engines add their own data commands to the group (nemo-canary: `data bins`)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,26 @@ import argparse
 import sys
 import time
 
-from speechtune.data import bins, manifest
+from typing import TYPE_CHECKING, Mapping
+
+from speechtune.data import manifest
+
+if TYPE_CHECKING:  # the check module loads on `data check` only
+    from speechtune.data import check
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Adds the `data` command group to the `speechtune` parser."""
+def register(subparsers: Subparsers, engine_needs: Mapping[str, check.EngineNeeds]) -> Subparsers:
+    """Adds the `data` command group to the `speechtune` parser; returns its subparsers
+    (for the engines' data commands). `engine_needs`: the registry's, by engine name."""
     data = subparsers.add_parser("data", help="manifests: synthesise, convert, check, export, bins")
-    data_subparsers = data.add_subparsers(dest="data_command", required=True)
+    data_subparsers: Subparsers = data.add_subparsers(dest="data_command", required=True)
     _add_synth(data_subparsers)
     _add_convert(data_subparsers)
-    _add_check(data_subparsers)
+    _add_check(data_subparsers, engine_needs)
     _add_from_hf(data_subparsers)
-    bins.register(data_subparsers)
+    return data_subparsers
 
 
 def _add_synth(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,9 +68,8 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_check(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from speechtune.data import check
-
+def _add_check(subparsers: argparse._SubParsersAction,  # type: ignore[type-arg]
+               engine_needs: Mapping[str, check.EngineNeeds]) -> None:
     parser = subparsers.add_parser(
         "check", help="preflight manifests: every problem with file and line; exit 1 if any is fatal"
     )
@@ -70,11 +78,12 @@ def _add_check(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "--tokenizer", default=None,
         help="character vocabulary file, SentencePiece .model, or NeMo tokenizer folder",
     )
-    parser.add_argument("--engine", choices=sorted(check.ENGINE_NEEDS), default=None)
+    parser.add_argument("--engine", choices=sorted(engine_needs), default=None,
+                        help="check what this engine's data loader needs of every row")
     parser.add_argument("--languages", default=None, help="comma-separated allowed languages")
     parser.add_argument("--duration-tolerance", type=float, default=0.1, help="seconds")
     parser.add_argument("--max-problems", type=int, default=50, help="problems to print")
-    parser.set_defaults(func=_check)
+    parser.set_defaults(func=_check, engine_needs=engine_needs)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -89,7 +98,7 @@ def _check(args: argparse.Namespace) -> int:
         args.manifests,
         tokenizer_chars=chars,
         languages=args.languages.split(",") if args.languages else None,
-        engine=args.engine,
+        needs=args.engine_needs[args.engine] if args.engine else None,
         duration_tolerance=args.duration_tolerance,
     )
     print(report.format(max_problems=args.max_problems))

@@ -32,6 +32,16 @@ class DataPaths:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataNeeds:
+    """What an engine's data loader requires of every manifest row (the registry row's
+    data needs; the runtime's preflight checks them before step 1)."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+    fields: tuple[str, ...] = ()  # Utterance fields that must be set
+
+
+@dataclasses.dataclass(frozen=True)
 class RunContext:
     """What an engine gets from the runtime for one run."""
 

@@ -82,7 +82,7 @@ def placement(job_spec: specs.FinetuneSpec, environ: Mapping[str, str] = os.envi
 
 
 def engine_notes(job_spec: Mapping[str, Any]) -> list[str]:
-    """The engine's SPEC_CHECKS function (if any); raises ValueError naming the field."""
+    """The engine's spec checks (its registry row); raise ValueError naming the field."""
     return specs.engine_checks(job_spec)
 
 
@@ -92,7 +92,7 @@ def preflight(job_spec: specs.FinetuneSpec, data: base.DataPaths) -> check.Repor
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise ValueError(f"spec.data: manifest {missing[0]} does not exist (relative to the data volume {data.root})")
-    report = check.preflight(paths, engine=job_spec.engine, root=data.root,
+    report = check.preflight(paths, needs=engines.row(job_spec.engine).data_needs, root=data.root,
                              absolute_audio_paths=bool(job_spec.data.absolute_audio_paths))
     report.raise_if_fatal()
     return report

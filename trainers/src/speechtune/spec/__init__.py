@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import errno
 import functools
-import importlib
 import importlib.resources
 import math
 import re
@@ -152,7 +151,7 @@ class Checked:
 def check(document: Any, *, source: str = "<memory>", in_pod: bool = False) -> Checked:
     """The one entry point for everything `speechtune run/train` refuses before step 1
     that needs no data and no GPU: `validate`, then the engine's torch-free override
-    catalogue and spec checks (engines.SPEC_CHECKS), then, for a pod, that an absolute
+    catalogue and spec checks (the registry row's spec_checks), then, for a pod, that an absolute
     model.path lies on a mounted volume. Raises SpecError naming the field. Imports no
     torch and no engine implementation, so the operator's admission webhook can call it."""
     job = validate(document, source=source)
@@ -167,16 +166,12 @@ def check_file(path: str | Path, *, in_pod: bool = False) -> Checked:
 
 
 def engine_checks(spec: Mapping[str, Any], *, source: str = "<memory>") -> list[str]:
-    """The engine's SPEC_CHECKS function (a torch-free module named by the registry);
-    its ValueError ("spec.field: why") becomes a SpecError with that field path."""
-    from speechtune.engines import SPEC_CHECKS  # the registry module imports no framework
+    """The engine's spec checks (a torch-free function its registry row names); its
+    ValueError ("spec.field: why") becomes a SpecError with that field path."""
+    from speechtune import engines  # the registry module imports no framework
 
-    target = SPEC_CHECKS.get(str(spec["engine"]))
-    if not target:
-        return []
-    module_name, _, function = target.partition(":")
     try:
-        notes = getattr(importlib.import_module(module_name), function)(spec)
+        notes = engines.row(str(spec["engine"])).check_spec()(spec)
     except ValueError as error:
         raise spec_error(source, error) from None
     return list(notes or [])

@@ -260,14 +260,14 @@ def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = No
 
 
 def check_spec(spec: Mapping[str, Any]) -> list[str]:
-    """`SPEC_CHECKS` entry: the override catalogue, then the memory estimate."""
+    """The registry row's spec checks: the override catalogue, then the memory estimate."""
     if ((spec.get("model") or {}).get("init") or {}):
         # from_pretrained loads every weight the folder has; what is trained is chosen by
         # spec.training.peft (adapters, LoRA) or overrides.freezeFeatureEncoder.
         raise ValueError("spec.model.init: not supported by hf-ctc (every pretrained weight is loaded; choose what "
                          "trains with spec.training.peft)")
     check_overrides(dict((spec.get("training") or {}).get("overrides") or {}))
-    from speechtune.engines import hf_memory  # torch-free
+    from speechtune.engines.hf_ctc import memory as hf_memory  # torch-free
 
     return hf_memory.check_spec(spec)
 

@@ -137,7 +137,7 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
 
 
 def check_spec(spec: Mapping[str, Any]) -> list[str]:
-    """`SPEC_CHECKS` entry: validates the overrides and notes what will run."""
+    """The registry row's spec checks: validates the overrides and notes what will run."""
     if (spec.get("model") or {}).get("pretrained"):
         # The same refusal the engine makes at run time, so `validate` agrees with `run`.
         raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder of its own "
