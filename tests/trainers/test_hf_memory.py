@@ -15,6 +15,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from speechtune import cli, spec as specs
 from speechtune.engines.hf_ctc import memory as hf_memory
 from speechtune.engines.hf_ctc import settings
+from typed_specs import typed
 
 REPO = Path(__file__).resolve().parents[2]
 MMS_JOB = REPO / "examples" / "finetunejob-mms-banglish-lora.yaml"
@@ -33,14 +34,14 @@ def mms_spec(method: str, gpu_gib: int | None, **training: Any) -> dict[str, Any
 
 def test_full_finetuning_of_mms_1b_is_refused_on_12_gb() -> None:
     with pytest.raises(ValueError, match=r"^spec.resources.gpuMemoryGiB: none fine-tuning of facebook/mms-1b-all needs about (\d+\.\d) GiB") as error:
-        hf_memory.check_spec(mms_spec("none", 12))
+        hf_memory.check_spec(typed(mms_spec("none", 12)))
     needed = float(str(error.value).split("about ")[1].split(" GiB")[0])
     assert needed > 14  # the guide: ~14-16 GB, "no" even on the 12 GB card
 
 
 def test_lora_and_adapters_on_mms_1b_fit_8_gb() -> None:
     for method in ("lora", "adapters"):
-        lines = hf_memory.check_spec(mms_spec(method, 8))
+        lines = hf_memory.check_spec(typed(mms_spec(method, 8)))
         text = "\n".join(lines)
         for part in ("weights", "gradients", "optimizer", "activations", "of 8 GiB GPU"):
             assert part in text
@@ -49,7 +50,7 @@ def test_lora_and_adapters_on_mms_1b_fit_8_gb() -> None:
 
 
 def test_shipped_mms_example_passes_its_own_check() -> None:
-    assert hf_memory.check_spec(specs.load(MMS_JOB).spec)
+    assert hf_memory.check_spec(specs.load(MMS_JOB).typed)
 
 
 def test_bigger_batches_need_more_memory_and_checkpointing_saves_it() -> None:
@@ -59,11 +60,11 @@ def test_bigger_batches_need_more_memory_and_checkpointing_saves_it() -> None:
     saved = hf_memory.estimate(arch, mode="lora", precision="fp16", utterances=16, seconds=10, gradient_checkpointing=True)
     assert small.total < big.total and saved.activations < big.activations / 4
     with pytest.raises(ValueError, match="spec.resources.gpuMemoryGiB"):
-        hf_memory.check_spec(mms_spec("lora", 8, batchSize=16))
+        hf_memory.check_spec(typed(mms_spec("lora", 8, batchSize=16)))
 
 
 def test_default_gpu_size_is_stated_as_an_assumption() -> None:
-    text = "\n".join(hf_memory.check_spec(mms_spec("lora", None)))
+    text = "\n".join(hf_memory.check_spec(typed(mms_spec("lora", None))))
     assert f"{hf_memory.DEFAULT_GPU_MEMORY_GIB} GiB GPU (assumed; set spec.resources.gpuMemoryGiB)" in text
 
 
@@ -72,12 +73,12 @@ def test_cpu_job_is_measured_against_pod_memory() -> None:
     spec["resources"] = {"gpusPerNode": 0, "memory": "8Gi"}
     spec["training"]["precision"] = "fp32"
     with pytest.raises(ValueError, match=r"^spec.resources.memory: "):
-        hf_memory.check_spec(spec)
+        hf_memory.check_spec(typed(spec))
 
 
 def test_unknown_model_gets_a_note_not_an_error() -> None:
     spec = {"engine": "hf-ctc", "model": {"pretrained": "someone/unknown-w2v"}, "training": {"maxSteps": 1}}
-    assert "no estimate" in hf_memory.check_spec(spec)[0]
+    assert "no estimate" in hf_memory.check_spec(typed(spec))[0]
 
 
 @pytest.mark.parametrize("config", [

@@ -11,6 +11,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from speechtune.engines.hf_ctc import batches, decoding, modelling, settings, vocab
+from typed_specs import typed
 
 
 def tiny_model(vocab_size: int = 8) -> Wav2Vec2ForCTC:
@@ -89,26 +90,26 @@ def test_collator_pads_audio_masks_label_padding_and_measures_padding(tmp_path: 
 def test_unknown_override_is_refused_by_name() -> None:
     spec = {"model": {"pretrained": "facebook/mms-1b-all"}, "training": {"maxSteps": 5, "overrides": {"lora_rank": 4}}}
     with pytest.raises(ValueError, match=r"spec.training.overrides.lora_rank"):
-        settings.from_spec(spec, max_steps=None, model_dir=None)
+        settings.from_spec(typed(spec), max_steps=None, model_dir=None)
 
 
 def test_relative_model_path_needs_a_model_volume() -> None:
     spec = {"model": {"path": "models/base"}, "training": {"maxSteps": 5}}
     with pytest.raises(ValueError, match=r"spec.model.path"):
-        settings.from_spec(spec, max_steps=None, model_dir=None)
-    _, source = settings.from_spec(spec, max_steps=None, model_dir=Path("/models"))
+        settings.from_spec(typed(spec), max_steps=None, model_dir=None)
+    _, source = settings.from_spec(typed(spec), max_steps=None, model_dir=Path("/models"))
     assert source.local_dir == Path("/models/models/base")
 
 
 def test_adapter_language_defaults_to_iso_639_3() -> None:
     spec = {"model": {"pretrained": "facebook/mms-1b-all"}, "data": {"targetLang": "bn"}, "training": {"maxSteps": 5}}
-    hf, source = settings.from_spec(spec, max_steps=3, model_dir=None)
+    hf, source = settings.from_spec(typed(spec), max_steps=3, model_dir=None)
     assert hf.adapter_lang == "ben" and hf.max_steps == 3 and source.local_dir is None
 
 
 def test_adapters_mode_refuses_a_model_without_attention_adapters() -> None:
     model = Wav2Vec2ForCTC(Wav2Vec2Config(**{**settings.TINY_BASE_MODEL, "adapter_attn_dim": None, "vocab_size": 8}))
-    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": "adapters"}}},
+    hf, _ = settings.from_spec(typed({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": "adapters"}}}),
                                max_steps=None, model_dir=None)
     with pytest.raises(ValueError, match="spec.training.peft.method"):
         modelling.make_trainable(model, hf, fresh_adapter=True)
@@ -116,7 +117,7 @@ def test_adapters_mode_refuses_a_model_without_attention_adapters() -> None:
 
 def test_adapters_mode_trains_only_adapter_layers_and_head() -> None:
     model = tiny_model()
-    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": "adapters"}}},
+    hf, _ = settings.from_spec(typed({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": "adapters"}}}),
                                max_steps=None, model_dir=None)
     modelling.make_trainable(model, hf, fresh_adapter=False)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -131,7 +132,7 @@ def test_half_precision_frozen_weights_train_under_autocast(method: str) -> None
     """The GPU fp16/bf16 path of the PEFT modes (frozen weights in half precision, trainable
     ones fp32), exercised with CPU bf16 autocast."""
     model = tiny_model()
-    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}},
+    hf, _ = settings.from_spec(typed({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}}),
                                max_steps=None, model_dir=None)
     trainable = modelling.make_trainable(model, hf, fresh_adapter=False)
     modelling.store_frozen_in(trainable, torch.bfloat16)
@@ -150,7 +151,7 @@ def test_gradient_checkpointing_still_reaches_the_trainable_weights(method: str)
     non-reentrant checkpoint the engine asks for must still backpropagate into them."""
     model = tiny_model()
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    hf, _ = settings.from_spec({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}},
+    hf, _ = settings.from_spec(typed({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": method}}}),
                                max_steps=None, model_dir=None)
     trainable = modelling.make_trainable(model, hf, fresh_adapter=False)
     trainable.train()
@@ -165,7 +166,7 @@ def test_model_init_is_refused_not_ignored() -> None:
     spec = {"engine": "hf-ctc", "model": {"path": "mms", "init": {"exclude": ["lm_head"]}},
             "training": {"maxSteps": 5}}
     with pytest.raises(ValueError, match=r"spec\.model\.init: not supported by hf-ctc"):
-        settings.check_spec(spec)
+        settings.check_spec(typed(spec))
 
 
 @pytest.mark.parametrize("lang", ["deu", "fra"])

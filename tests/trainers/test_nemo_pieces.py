@@ -154,29 +154,29 @@ class TestWeights:
 class TestCheckSpec:
     def test_epochs_is_refused_not_ignored(self) -> None:
         with pytest.raises(ValueError, match=r"spec\.training\.epochs: not supported by nemo-canary"):
-            check_spec(_spec(epochs=3))
+            check_spec(specs.parse(_spec(epochs=3)))
 
     def test_from_scratch_refuses_unknown_override(self) -> None:
         with pytest.raises(ValueError, match=r"spec\.training\.overrides.*'model\.encoder\.layers'"):
-            check_spec(_spec(overrides={"model.encoder.layers": 2}))
+            check_spec(specs.parse(_spec(overrides={"model.encoder.layers": 2})))
 
     def test_known_overrides_pass(self) -> None:
-        notes = check_spec(_spec(overrides={"model.encoder.n_layers": 2, "lang_tokenizers.vocab_size": 64}))
+        notes = check_spec(specs.parse(_spec(overrides={"model.encoder.n_layers": 2, "lang_tokenizers.vocab_size": 64})))
         assert any("from scratch" in note for note in notes)
 
     def test_max_steps_is_required(self) -> None:
         spec = _spec()
         spec["training"] = {"epochs": 3}
         with pytest.raises(ValueError, match=r"spec\.training\.maxSteps"):
-            check_spec(spec)
+            check_spec(specs.parse(spec))
 
     def test_prompt_format_must_be_canary(self) -> None:
         with pytest.raises(ValueError, match="prompt_format"):
-            check_spec(_spec(overrides={"model.prompt_format": "gemma"}))
+            check_spec(specs.parse(_spec(overrides={"model.prompt_format": "gemma"})))
 
     def test_peft_is_refused(self) -> None:
         with pytest.raises(ValueError, match=r"spec\.training\.peft\.method"):
-            check_spec(_spec(peft={"method": "lora"}))
+            check_spec(specs.parse(_spec(peft={"method": "lora"})))
 
 
 class TestManifests:

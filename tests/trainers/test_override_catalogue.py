@@ -29,7 +29,7 @@ def check_overrides(validated: dict[str, Any], overrides: dict[str, Any]) -> dic
     job_spec = {**validated, "training": {**validated["training"], "overrides": copy.deepcopy(overrides)}}
     for path, message in spec.json_value_problems(job_spec, ["spec"]):
         raise spec.SpecError("<memory>", path, message)
-    spec.engine_checks(job_spec)
+    spec.engine_checks(spec.parse(job_spec))
     return job_spec
 
 
@@ -64,7 +64,7 @@ def test_speechbrain_catalogue() -> None:
     from speechtune.engines.speechbrain_ctc import model, settings
 
     def prepare(job_spec: dict[str, Any]) -> None:
-        model_settings, train_settings = settings.from_spec(job_spec)
+        model_settings, train_settings = settings.from_overrides(job_spec["training"].get("overrides"))
         net = model.ConformerCTC(model_settings, vocab_size=10)
         net.set_spec_augment(train_settings)
         net.train()
@@ -86,7 +86,7 @@ def test_hf_ctc_catalogue(tmp_path: Path) -> None:
     created = iter(range(10_000))
 
     def prepare(job_spec: dict[str, Any]) -> None:
-        hf, source = settings.from_spec(job_spec, max_steps=1, model_dir=tmp_path)
+        hf, source = settings.from_spec(spec.parse(job_spec), max_steps=1, model_dir=tmp_path)
         if source.create_config is not None:
             folder = tmp_path / f"base{next(created)}"
             modelling.create_base_model(folder, source.create_config, seed=0)

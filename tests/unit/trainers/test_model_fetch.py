@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from speechtune import cli
+from speechtune import cli, spec as specs
 from speechtune.runtime import hub
 from tests import hub_server
 
@@ -60,7 +60,7 @@ def full_spec(spec: dict[str, object]) -> dict[str, object]:
 
 
 def fetch(local_hub: hub_server.Hub, models: Path, spec: dict[str, object]) -> hub.Fetched:
-    request = hub.request_for(spec)
+    request = hub.request_for(specs.parse(spec))
     assert request is not None
     cache = models if request.engine == "hf-ctc" else models / "huggingface" / "hub"
     return hub.fetch(request, cache_dir=cache, model_dir=models, endpoint=local_hub.url)
@@ -170,8 +170,8 @@ def test_what_no_retry_can_fix_exits_1_with_the_field(local_hub: hub_server.Hub,
 def test_a_job_without_a_hub_model_fetches_nothing(local_hub: hub_server.Hub, tmp_path: Path) -> None:
     spec = hf_spec()
     spec["model"] = {"path": "mms", "pretrained": "facebook/mms-1b-all", "volume": {"claimName": "m"}}
-    assert hub.request_for(spec) is None
-    assert hub.request_for({"engine": "hf-ctc", "model": {}}) is None
+    assert hub.request_for(specs.parse(spec)) is None
+    assert hub.request_for(specs.parse(full_spec({"engine": "hf-ctc", "model": {}}))) is None
 
 
 @pytest.mark.parametrize(("files", "expected"), [

@@ -11,6 +11,7 @@ import pytest
 
 from speechtune.engines.speechbrain_ctc import batching, schedule, settings
 from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
+from typed_specs import typed
 
 
 def durations(n: int = 200, seed: int = 0) -> list[float]:
@@ -49,21 +50,21 @@ def test_max_batch_size_and_shards() -> None:
 
 
 def test_settings_from_overrides_and_errors_naming_the_key() -> None:
-    spec = {"training": {"overrides": {"num_layers": 2, "d_model": 64, "lr_schedule": "linear", "dropout": 0}}}
-    model, train = settings.from_spec(spec)
+    overrides = {"num_layers": 2, "d_model": 64, "lr_schedule": "linear", "dropout": 0}
+    model, train = settings.from_overrides(overrides)
     assert (model.num_layers, model.d_model, train.lr_schedule, model.dropout) == (2, 64, "linear", 0.0)
     for overrides, words in (({"layers": 2}, "overrides.layers: unknown key"),
                              ({"d_model": "big"}, "overrides.d_model: expected int"),
                              ({"d_model": 100, "nhead": 3}, "not divisible"),
                              ({"tokenizer": "bpe"}, "overrides.tokenizer")):
         with pytest.raises(ValueError, match=words):
-            settings.from_spec({"training": {"overrides": overrides}})
+            settings.from_overrides(overrides)
 
 
 def test_check_spec_refuses_adapters() -> None:
     with pytest.raises(ValueError, match="spec.training.peft.method"):
-        settings.check_spec({"training": {"peft": {"method": "adapters"}}})
-    assert "conformer 12x256" in settings.check_spec({"training": {}})[0]
+        settings.check_spec(typed({"engine": "speechbrain-ctc", "training": {"peft": {"method": "adapters"}}}))
+    assert "conformer 12x256" in settings.check_spec(typed({"engine": "speechbrain-ctc"}))[0]
 
 
 def test_char_tokenizer_round_trip(tmp_path: Path) -> None:
@@ -97,5 +98,5 @@ def test_learning_rate_schedule() -> None:
 
 def test_check_spec_refuses_a_hub_name_as_validate_and_run_agree() -> None:
     with pytest.raises(ValueError, match=r"spec\.model\.pretrained: speechbrain-ctc starts from a checkpoint folder"):
-        settings.check_spec({"model": {"pretrained": "speechbrain/asr-conformer-transformerlm-librispeech"},
-                             "training": {}})
+        settings.check_spec(typed({"engine": "speechbrain-ctc",
+                                   "model": {"pretrained": "speechbrain/asr-conformer-transformerlm-librispeech"}}))

@@ -13,6 +13,7 @@ import importlib
 from typing import Any, Callable, cast
 
 from speechtune.engines import base
+from speechtune.spec import typed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Row:
         """A fresh engine instance (imports the engine's framework)."""
         return cast(base.Engine, _attribute(self.factory)())
 
-    def check_spec(self) -> Callable[..., list[str]]:
-        return cast(Callable[..., list[str]], _attribute(self.spec_checks))
+    def check_spec(self) -> Callable[[typed.FinetuneSpec], list[str]]:
+        return cast(Callable[[typed.FinetuneSpec], list[str]], _attribute(self.spec_checks))
 
 
 ROWS: tuple[Row, ...] = (

@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         job = specs.load(args.job)
-        specs.check_pod_paths(job.spec, source=job.source)
+        specs.check_pod_paths(job.typed, source=job.source)
         if args.run_id is not None:
             specs.check_run_id(args.run_id)
     except ValueError as error:

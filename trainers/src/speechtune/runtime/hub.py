@@ -28,6 +28,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
+from speechtune import spec as specs
+
 MARKER_DIR = ".speechtune/fetched"  # on the model volume
 EXIT_PERMANENT = 1  # the spec or the hub says no: retrying cannot help (the Job fails at once)
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: network, hub down, truncated download; the Job retries
@@ -70,15 +72,13 @@ class Fetched:
     reused: bool
 
 
-def request_for(spec: Mapping[str, Any]) -> Request | None:
+def request_for(spec: specs.FinetuneSpec) -> Request | None:
     """The download a spec needs, None when it starts from a file or from scratch.
     Raises FetchError (permanent) for a hub name this command cannot prefetch."""
-    model: Mapping[str, Any] = spec.get("model") or {}
-    name = model.get("pretrained")
-    if not name or model.get("path"):
+    name = spec.model.pretrained if spec.model else None
+    if not name or (spec.model and spec.model.path):
         return None  # spec.model.path wins over pretrained in every engine
-    engine = str(spec["engine"])
-    name = str(name)
+    engine = spec.engine
     if engine == "nemo-canary":
         if "/" not in name:
             raise FetchError(f"spec.model.pretrained: {name!r} is an NGC name; the model initializer fetches "

@@ -30,7 +30,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         job = specs.load(args.job)
-        request = hub.request_for(job.spec)
+        request = hub.request_for(job.typed)
     except hub.FetchError as error:
         return _fail(str(error), hub.EXIT_PERMANENT, args.termination_log)
     except ValueError as error:  # SpecError or an engine setting: names the field

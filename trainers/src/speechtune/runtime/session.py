@@ -81,7 +81,7 @@ def placement(job_spec: specs.FinetuneSpec, environ: Mapping[str, str] = os.envi
     return Placement(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
-def engine_notes(job_spec: Mapping[str, Any]) -> list[str]:
+def engine_notes(job_spec: specs.FinetuneSpec) -> list[str]:
     """The engine's spec checks (its registry row); raise ValueError naming the field."""
     return specs.engine_checks(job_spec)
 
@@ -149,7 +149,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
     console = options.console or consoles.Console()
     if where.local_rank == 0 and (line := network.describe()):
         console.line(line)  # on every node: which transport NCCL will use (a TCP fallback shows here)
-    notes = engine_notes(job.spec)  # 1.
+    notes = engine_notes(job.typed)  # 1.
     data = volumes.data_paths(job_spec, mounts)
     report = preflight(job_spec, data)  # 2.
     metrics = run_metrics.TrainingMetrics(job=job.name, namespace=job.namespace, engine=job_spec.engine)

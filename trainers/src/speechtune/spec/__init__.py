@@ -155,9 +155,9 @@ def check(document: Any, *, source: str = "<memory>", in_pod: bool = False) -> C
     model.path lies on a mounted volume. Raises SpecError naming the field. Imports no
     torch and no engine implementation, so the operator's admission webhook can call it."""
     job = validate(document, source=source)
-    notes = engine_checks(job.spec, source=source)
+    notes = engine_checks(job.typed, source=source)
     if in_pod:
-        check_pod_paths(job.spec, source=source)
+        check_pod_paths(job.typed, source=source)
     return Checked(job, notes)
 
 
@@ -165,13 +165,13 @@ def check_file(path: str | Path, *, in_pod: bool = False) -> Checked:
     return check(read_document(path), source=str(path), in_pod=in_pod)
 
 
-def engine_checks(spec: Mapping[str, Any], *, source: str = "<memory>") -> list[str]:
+def engine_checks(spec: FinetuneSpec, *, source: str = "<memory>") -> list[str]:
     """The engine's spec checks (a torch-free function its registry row names); its
     ValueError ("spec.field: why") becomes a SpecError with that field path."""
     from speechtune import engines  # the registry module imports no framework
 
     try:
-        notes = engines.row(str(spec["engine"])).check_spec()(spec)
+        notes = engines.row(spec.engine).check_spec()(spec)
     except ValueError as error:
         raise spec_error(source, error) from None
     return list(notes or [])
@@ -192,11 +192,11 @@ def spec_error(source: str, error: ValueError) -> SpecError:
 POD_VOLUMES = ("/data", "/output", "/models")
 
 
-def check_pod_paths(spec: Mapping[str, Any], *, source: str = "<memory>") -> None:
+def check_pod_paths(spec: FinetuneSpec, *, source: str = "<memory>") -> None:
     """In a pod an absolute spec.model.path must lie on a mounted volume: elsewhere it
     reads the image's or the node's files, which no job should choose."""
-    overrides = (spec.get("training") or {}).get("overrides") or {}
-    for field, value in (("spec.model.path", (spec.get("model") or {}).get("path")),
+    overrides = spec.training.overrides or {}
+    for field, value in (("spec.model.path", spec.model.path if spec.model else None),
                          ("spec.training.overrides.spm_model", overrides.get("spm_model"))):
         path = str(value or "")
         if path.startswith("/") and not any(path == root or path.startswith(root + "/") for root in POD_VOLUMES):

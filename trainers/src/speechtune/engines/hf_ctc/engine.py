@@ -45,7 +45,7 @@ class HFCTCEngine:
         self._model: base.ModelFacts | None = None
 
     def prepare(self, ctx: base.RunContext) -> None:
-        hf, source = settings_mod.from_spec(ctx.raw_spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
+        hf, source = settings_mod.from_spec(ctx.spec, max_steps=ctx.max_steps, model_dir=ctx.model_dir)
         self._hf = hf
         if ctx.max_steps == 0:
             self._decoder = load_export(source, hf, ctx)
@@ -172,7 +172,7 @@ class HFCTCEngine:
         decoded, _ = decoding.run(
             decoder.model, data, decoder.collator.tokenizer, device=decoder.device, autocast=decoder.autocast
         )
-        language = (ctx.raw_spec.get("data") or {}).get("targetLang")
+        language = ctx.spec.data.target_lang
         by_index = {d.index: d.text for d in decoded}
         return [
             base.Hypothesis(utt_id=e.utt_id, reference=e.raw_text, hypothesis=by_index[i], language=language, duration=e.duration)

@@ -23,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from speechtune.spec import typed
+
 GIB = 2**30
 DEFAULT_GPU_MEMORY_GIB = 16  # a T4/V100-16GB class card, the smallest common cloud GPU
 ASSUMED_UTTERANCE_SECONDS = 10.0  # longest utterance a batch is sized for (MMS phrases)
@@ -206,34 +208,33 @@ def _feature_encoder_activations(arch: Architecture, audio_seconds: float, act_b
 # --- the spec check -----------------------------------------------------------------
 
 
-def check_spec(spec: Mapping[str, Any]) -> list[str]:
+def check_spec(spec: typed.FinetuneSpec) -> list[str]:
     """Readable memory lines for `speechtune validate`; ValueError naming
     spec.resources.gpuMemoryGiB (or .memory on a CPU job) when the job cannot fit."""
-    training = spec.get("training") or {}
-    overrides = training.get("overrides") or {}
-    peft = training.get("peft") or {}
-    resources = spec.get("resources") or {}
+    training, resources = spec.training, spec.resources
+    overrides = training.overrides or {}
+    peft = training.peft
     arch, name = _architecture(spec)
     if arch is None:
         return [f"memory: no estimate for {name} (unknown architecture and no readable config.json)"]
-    mode = peft.get("method", "none")
-    precision = training.get("precision", "fp32")
-    on_gpu = int(resources.get("gpusPerNode", 0) or 0) > 0
+    mode = peft.method
+    precision = training.precision
+    on_gpu = resources.gpus_per_node > 0
     utterances, seconds = _batch_shape(training)
     result = estimate(
         arch, mode=mode, precision=precision, utterances=utterances, seconds=seconds,
-        lora_r=int(peft.get("r", 16)), lora_targets=tuple(peft.get("targetModules") or LORA_DEFAULT_TARGETS),
+        lora_r=peft.r, lora_targets=peft.target_modules or LORA_DEFAULT_TARGETS,
         freeze_feature_encoder=bool(overrides.get("freezeFeatureEncoder", True)),
         gradient_checkpointing=bool(overrides.get("gradientCheckpointing", False)), on_gpu=on_gpu,
     )
     if on_gpu:
         field = "spec.resources.gpuMemoryGiB"
-        given = resources.get("gpuMemoryGiB")
+        given = resources.gpu_memory_gib
         capacity = float(given or DEFAULT_GPU_MEMORY_GIB)
         where = f"{capacity:g} GiB GPU" + ("" if given else f" (assumed; set {field})")
     else:
         field = "spec.resources.memory"
-        capacity = _quantity_gib(resources.get("memory", "16Gi"))
+        capacity = _quantity_gib(resources.memory)
         where = f"{capacity:g} GiB of pod memory (CPU training)"
     lines = [
         f"memory: {name}: {result.total_parameters / 1e6:,.1f} M parameters, "
@@ -252,16 +253,16 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _architecture(spec: Mapping[str, Any]) -> tuple[Architecture | None, str]:
-    model = spec.get("model") or {}
-    overrides = (spec.get("training") or {}).get("overrides") or {}
-    name = model.get("pretrained") or model.get("path") or "a model from scratch"
-    if model.get("pretrained") in KNOWN_MODELS:
-        return KNOWN_MODELS[model["pretrained"]], name
-    config_file = Path(model.get("path") or model.get("pretrained") or "") / "config.json"
+def _architecture(spec: typed.FinetuneSpec) -> tuple[Architecture | None, str]:
+    pretrained, path = (spec.model.pretrained, spec.model.path) if spec.model else (None, None)
+    overrides = spec.training.overrides or {}
+    name = pretrained or path or "a model from scratch"
+    if pretrained and pretrained in KNOWN_MODELS:
+        return KNOWN_MODELS[pretrained], name
+    config_file = Path(path or pretrained or "") / "config.json"
     # Only an absolute path names a folder here: a relative one lives on the model volume,
     # which `validate` (or an admission webhook) has not mounted; its cwd is not that volume.
-    if model.get("path") and Path(model["path"]).is_absolute() and config_file.is_file():
+    if path and Path(path).is_absolute() and config_file.is_file():
         try:
             return Architecture.from_config(json.loads(config_file.read_text(encoding="utf-8"))), name
         except (OSError, ValueError, TypeError, AttributeError):  # unreadable: the engine says why
@@ -274,10 +275,10 @@ def _architecture(spec: Mapping[str, Any]) -> tuple[Architecture | None, str]:
     return None, name
 
 
-def _batch_shape(training: Mapping[str, Any]) -> tuple[float, float]:
+def _batch_shape(training: typed.Training) -> tuple[float, float]:
     """(utterances, seconds each) of the largest batch the engine may form."""
-    batch_size = int(training.get("batchSize") or 8)
-    duration = training.get("batchDuration")
+    batch_size = training.batch_size or 8
+    duration = training.batch_duration
     if duration:  # the engine caps padded seconds per batch (and utterances at batchSize)
         seconds = min(float(duration), ASSUMED_UTTERANCE_SECONDS)
         return min(float(batch_size), max(1.0, float(duration) / seconds)), seconds

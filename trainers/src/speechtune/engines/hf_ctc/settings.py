@@ -14,6 +14,8 @@ import string
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from speechtune.spec import typed
+
 Mode = Literal["none", "lora", "adapters"]
 VocabularyPolicy = Literal["auto", "build", "extend"]
 
@@ -107,49 +109,48 @@ class HFSettings:
     num_workers: int
 
 
-def from_spec(spec: Mapping[str, Any], *, max_steps: int | None, model_dir: Path | None) -> tuple[HFSettings, ModelSource]:
+def from_spec(spec: typed.FinetuneSpec, *, max_steps: int | None, model_dir: Path | None) -> tuple[HFSettings, ModelSource]:
     """Reads the engine's settings; raises ValueError naming the offending field."""
-    training = spec.get("training") or {}
-    peft = training.get("peft") or {}
-    overrides = dict(training.get("overrides") or {})
+    training, peft = spec.training, spec.training.peft
+    overrides = dict(training.overrides or {})
     check_overrides(overrides)
-    target_lang = (spec.get("data") or {}).get("targetLang") or "en"
+    target_lang = spec.data.target_lang or "en"
     vocabulary = overrides.get("vocabulary", "auto")
     model_config = overrides.get("modelConfig") or {}
-    batch_size = int(training.get("batchSize") or 8)
+    batch_size = training.batch_size or 8  # no CRD default: the engine's own
     settings = HFSettings(
-        mode=peft.get("method", "none"),
-        lora_r=int(peft.get("r", 16)),
-        lora_alpha=float(peft.get("alpha", 32)),
-        lora_dropout=float(peft.get("dropout", 0.05)),
-        lora_targets=tuple(peft.get("targetModules") or ("q_proj", "v_proj")),
+        mode=peft.method,
+        lora_r=peft.r,
+        lora_alpha=peft.alpha,
+        lora_dropout=peft.dropout,
+        lora_targets=peft.target_modules or ("q_proj", "v_proj"),
         adapter_lang=str(overrides.get("adapterLang") or ISO639_3.get(target_lang, target_lang)),
-        normalization=(spec.get("data") or {}).get("normalization", "none"),
+        normalization=spec.data.normalization,
         vocabulary=vocabulary,
         extra_characters=str(overrides.get("extraCharacters", DEFAULT_EXTRA_CHARACTERS)),
         freeze_feature_encoder=_flag(overrides, "freezeFeatureEncoder", True),
         gradient_checkpointing=_flag(overrides, "gradientCheckpointing", False),
         model_config=dict(model_config),
-        learning_rate=float(training.get("learningRate", 1e-4)),
+        learning_rate=training.learning_rate,
         weight_decay=float(overrides.get("weightDecay", 0.0)),
-        warmup_steps=int(training.get("warmupSteps", 0)),
-        max_steps=max_steps if max_steps is not None else training.get("maxSteps"),
-        epochs=training.get("epochs"),
+        warmup_steps=training.warmup_steps,
+        max_steps=max_steps if max_steps is not None else training.max_steps,
+        epochs=training.epochs,
         batch_size=batch_size,
-        batch_duration=training.get("batchDuration"),
+        batch_duration=training.batch_duration,
         eval_batch_size=int(overrides.get("evalBatchSize", batch_size)),
-        grad_accumulation=int(training.get("gradAccumulation", 1)),
-        precision=training.get("precision", "fp32"),
-        gradient_clip=training.get("gradientClipVal") or None,
-        val_check_interval=training.get("valCheckInterval"),
-        limit_val_batches=training.get("limitValBatches"),
-        seed=int(training.get("seed", 1234)),
-        save_top_k=int((spec.get("output") or {}).get("saveTopK", 5)),
+        grad_accumulation=training.grad_accumulation,
+        precision=training.precision,
+        gradient_clip=training.gradient_clip_val or None,
+        val_check_interval=training.val_check_interval,
+        limit_val_batches=training.limit_val_batches,
+        seed=training.seed,
+        save_top_k=spec.output.save_top_k,
         num_workers=int(overrides.get("numWorkers", 0)),
     )
     if settings.max_steps is None and settings.epochs is None:
         raise ValueError("spec.training.maxSteps: set maxSteps or epochs")
-    return settings, model_source(spec, overrides, model_dir)
+    return settings, model_source(spec.model, overrides, model_dir)
 
 
 # Wav2Vec2Config values a job may set (modelConfig, createBaseModel): probabilities and
@@ -259,22 +260,22 @@ def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = No
             raise ValueError(f"{path}.hidden_size: {hidden} is not divisible by {divisor}={count}")
 
 
-def check_spec(spec: Mapping[str, Any]) -> list[str]:
+def check_spec(spec: typed.FinetuneSpec) -> list[str]:
     """The registry row's spec checks: the override catalogue, then the memory estimate."""
-    if ((spec.get("model") or {}).get("init") or {}):
+    init = spec.model.init if spec.model else None
+    if init and (init.include is not None or init.exclude is not None):
         # from_pretrained loads every weight the folder has; what is trained is chosen by
         # spec.training.peft (adapters, LoRA) or overrides.freezeFeatureEncoder.
         raise ValueError("spec.model.init: not supported by hf-ctc (every pretrained weight is loaded; choose what "
                          "trains with spec.training.peft)")
-    check_overrides(dict((spec.get("training") or {}).get("overrides") or {}))
+    check_overrides(dict(spec.training.overrides or {}))
     from speechtune.engines.hf_ctc import memory as hf_memory  # torch-free
 
     return hf_memory.check_spec(spec)
 
 
-def model_source(spec: Mapping[str, Any], overrides: Mapping[str, Any], model_dir: Path | None) -> ModelSource:
+def model_source(model: typed.Model | None, overrides: Mapping[str, Any], model_dir: Path | None) -> ModelSource:
     """Resolves spec.model against the model volume (relative paths live on it)."""
-    model = spec.get("model") or {}
     create = overrides.get("createBaseModel")
     create_config: Mapping[str, Any] | None = None
     if create:
@@ -284,13 +285,13 @@ def model_source(spec: Mapping[str, Any], overrides: Mapping[str, Any], model_di
             create_config = {**TINY_BASE_MODEL, **create}
         else:
             raise ValueError("spec.training.overrides.createBaseModel: want true or a mapping of Wav2Vec2Config keys")
-    if model.get("pretrained"):
+    if model and model.pretrained:
         if create_config is not None:
             raise ValueError("spec.training.overrides.createBaseModel: needs model.path, not model.pretrained")
-        return ModelSource(model["pretrained"], None, None)
-    if not model.get("path"):
+        return ModelSource(model.pretrained, None, None)
+    if not (model and model.path):
         raise ValueError("spec.model: hf-ctc needs model.pretrained or model.path (a folder, or createBaseModel)")
-    path = Path(model["path"])
+    path = Path(model.path)
     if not path.is_absolute():
         if model_dir is None:
             raise ValueError(f"spec.model.path: {path} is relative but no model volume is mounted (spec.model.volume)")

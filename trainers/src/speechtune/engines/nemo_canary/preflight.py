@@ -6,33 +6,32 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from speechtune.engines.nemo_canary import config as nemo_config
+from speechtune.spec import typed
 
 # Top-level sections an override may address when the model comes from a checkpoint whose
 # config we cannot see without loading it (its `model.*` keys are checked in prepare).
 _SECTIONS = ("model", "trainer", "exp_manager", *nemo_config.SPEECHTUNE_KEYS)
 
 
-def check_spec(spec: Mapping[str, Any]) -> list[str]:
+def check_spec(spec: typed.FinetuneSpec) -> list[str]:
     """Returns notes; raises ValueError naming the spec field when the job cannot run."""
     notes: list[str] = []
-    training: Mapping[str, Any] = spec.get("training") or {}
-    model: Mapping[str, Any] = spec.get("model") or {}
-    if not training.get("maxSteps") or int(training["maxSteps"]) <= 0:
+    training, model = spec.training, spec.model
+    if training.max_steps is None:  # the CRD keeps a given one >= 1
         raise ValueError("spec.training.maxSteps: required (> 0) for nemo-canary (lhotse has no epoch length)")
-    if training.get("epochs") is not None:
+    if training.epochs is not None:
         # Refused rather than ignored: the CRD promises a stop at whichever comes first.
         raise ValueError("spec.training.epochs: not supported by nemo-canary (lhotse streams the data without an "
                          "epoch length); remove it and size the run with maxSteps")
-    peft: Mapping[str, Any] = training.get("peft") or {}
-    if peft.get("method") not in (None, "none"):
-        raise ValueError(f"spec.training.peft.method: {peft['method']!r} is not supported by nemo-canary (use none)")
+    if training.peft.method != "none":
+        raise ValueError(f"spec.training.peft.method: {training.peft.method!r} is not supported by nemo-canary (use none)")
 
-    overrides = nemo_config.flatten(training.get("overrides") or {})
+    overrides = nemo_config.flatten(training.overrides or {})
     for key, value in overrides.items():
         message = owned_key_problem(key, value)
         if message:
             raise ValueError(f"spec.training.overrides['{key}']: {message}")
-    from_checkpoint = bool(model.get("path") or model.get("pretrained"))
+    from_checkpoint = bool(model and (model.path or model.pretrained))
     base = nemo_config.base_config()
     if from_checkpoint:  # the model section is the checkpoint's own; trainer/exp_manager are ours
         unknown = [key for key in overrides if key.split(".")[0] not in _SECTIONS
@@ -53,10 +52,10 @@ def check_spec(spec: Mapping[str, Any]) -> list[str]:
         )
     if not from_checkpoint:
         notes.append("nemo-canary: no spec.model: training from scratch with tokenizers built from the data")
-    if model.get("init") and not from_checkpoint:
+    if model and model.init and (model.init.include is not None or model.init.exclude is not None) and not from_checkpoint:
         raise ValueError("spec.model.init: include/exclude need spec.model.path or spec.model.pretrained")
-    if training.get("precision") in ("bf16", "fp16"):
-        notes.append(f"nemo-canary: precision {training['precision']} applies on GPU; CPU runs use fp32")
+    if training.precision in ("bf16", "fp16"):
+        notes.append(f"nemo-canary: precision {training.precision} applies on GPU; CPU runs use fp32")
     return notes
 
 

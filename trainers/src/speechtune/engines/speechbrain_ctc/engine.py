@@ -50,7 +50,7 @@ class SpeechBrainCTCEngine:
             f"{f'{self.loop.total_steps} steps' if self.loop.total_steps else 'evaluation only'}, device {self.device}")
 
     def _read_inputs(self, ctx: base.RunContext) -> None:
-        self.model_settings, self.train_settings = settings.from_spec(ctx.raw_spec)
+        self.model_settings, self.train_settings = settings.from_overrides(ctx.spec.training.overrides)
         self.training = dict(ctx.raw_spec.get("training") or {})
         self.seed = policies.seed_of(ctx.raw_spec)
         policies.seed_everything(self.seed)

@@ -8,6 +8,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from speechtune.spec import typed
+
 TOKENIZERS = ("char", "spm")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 BATCHING = ("length", "random")
@@ -87,10 +89,10 @@ def _coerce(cls: type, values: Mapping[str, Any], path: str) -> Any:
     return cls(**kwargs)
 
 
-def from_spec(spec: Mapping[str, Any]) -> tuple[ModelSettings, TrainSettings]:
+def from_overrides(given: Mapping[str, Any] | None) -> tuple[ModelSettings, TrainSettings]:
     """Splits `spec.training.overrides` into model and training settings; unknown keys and
     bad values raise ValueError naming `spec.training.overrides.<key>`."""
-    overrides = dict((spec.get("training") or {}).get("overrides") or {})
+    overrides = dict(given or {})
     path = "spec.training.overrides"
     unknown = sorted(set(overrides) - _MODEL_KEYS - _TRAIN_KEYS)
     if unknown:
@@ -136,18 +138,17 @@ def _check_values(model: ModelSettings, train: TrainSettings, path: str) -> None
             raise ValueError(f"{path}.spm_model: must not contain '..' segments (it would leave the volume)")
 
 
-def check_spec(spec: Mapping[str, Any]) -> list[str]:
+def check_spec(spec: typed.FinetuneSpec) -> list[str]:
     """The registry row's spec checks: validates the overrides and notes what will run."""
-    if (spec.get("model") or {}).get("pretrained"):
+    if spec.model and spec.model.pretrained:
         # The same refusal the engine makes at run time, so `validate` agrees with `run`.
         raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder of its own "
                          "(spec.model.path: a run's checkpoints or export), not a hub name")
-    model, train = from_spec(spec)
-    if model.spm_model and not model.spm_model.startswith("/") and not (spec.get("model") or {}).get("volume"):
+    model, train = from_overrides(spec.training.overrides)
+    if model.spm_model and not model.spm_model.startswith("/") and not (spec.model and spec.model.volume):
         raise ValueError("spec.training.overrides.spm_model: a relative path resolves against the model volume; "
                          "set spec.model.volume.claimName or give an absolute path")
-    training = spec.get("training") or {}
-    peft = (training.get("peft") or {}).get("method", "none")
+    peft = spec.training.peft.method
     if peft not in ("none", "lora"):
         raise ValueError(f"spec.training.peft.method: speechbrain-ctc supports none or lora, got {peft!r}")
     decoding = "greedy" if train.beam_size == 1 else f"beam {train.beam_size}"
