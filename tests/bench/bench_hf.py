@@ -77,7 +77,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     reporter = _Reporter()
     run_dir = work / mode
     ctx = base.RunContext(
-        name="bench", namespace="default", spec=specs.parse(spec), raw_spec=spec,
+        name="bench", namespace="default", spec=specs.parse(spec),
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=None),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=STEPS, resume=False,
         device="cpu", world_size=1, rank=0, stop=threading.Event(), reporter=reporter,

@@ -59,7 +59,7 @@ def _spec(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _context(run_dir: Path, data: Path, spec: dict[str, Any], reporter: StepRecorder) -> base.RunContext:
     return base.RunContext(
-        name="bench-canary", namespace="default", spec=specs.parse(spec), raw_spec=spec,
+        name="bench-canary", namespace="default", spec=specs.parse(spec),
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=None),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=STEPS, resume=False,
         device="cpu", world_size=1, rank=0, stop=threading.Event(), reporter=reporter)

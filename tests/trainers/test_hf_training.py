@@ -27,6 +27,7 @@ import yaml
 from transformers import Wav2Vec2ForCTC
 
 from speechtune import spec as specs
+from speechtune.spec import typed
 from speechtune.data import normalize, synth
 from speechtune.engines import base
 from speechtune.engines.hf_ctc import HFCTCEngine, checkpoints, modelling
@@ -88,11 +89,13 @@ def job_spec(
     }
 
 
-def context(spec: Mapping[str, Any], data: Path, run_dir: Path, reporter: RecordingReporter, stop: threading.Event | None = None) -> base.RunContext:
+def context(spec: Mapping[str, Any] | specs.FinetuneSpec, data: Path, run_dir: Path, reporter: RecordingReporter,
+            stop: threading.Event | None = None) -> base.RunContext:
+    parsed = spec if isinstance(spec, specs.FinetuneSpec) else specs.parse(spec)
     return base.RunContext(
-        name="hf-test", namespace="default", spec=specs.parse(spec), raw_spec=spec,
+        name="hf-test", namespace="default", spec=parsed,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json", test=data / "test.json"),
-        model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=spec["training"]["maxSteps"],
+        model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=parsed.training.max_steps,
         resume=True, device="cpu", world_size=1, rank=0, stop=stop or threading.Event(), reporter=reporter,
     )
 
@@ -193,7 +196,7 @@ def test_adapter_file_reloads_with_target_lang(adapters_run: dict[str, Any]) -> 
 
 def test_adapters_export_alone_decodes_like_the_run(adapters_run: dict[str, Any], banglish: Path, tmp_path: Path) -> None:
     ctx = adapters_run["ctx"]
-    again = evaluation_only(adapters_run["export"], ctx.raw_spec, banglish, tmp_path / "eval")
+    again = evaluation_only(adapters_run["export"], ctx.spec, banglish, tmp_path / "eval")
     assert [h.hypothesis for h in again] == [h.hypothesis for h in adapters_run["after"]]
     assert not (tmp_path / "eval" / "tokenizer").exists()  # no vocabulary was rebuilt
 
@@ -229,7 +232,7 @@ def test_lora_lowers_cer_and_saves_head_with_adapter(tmp_path: Path, pretrained:
         # ... and the merged folder decodes like the adapted model.
         assert torch.allclose(merged(audio).logits, adapted_logits, atol=1e-4)
     # `speechtune eval`'s path: the export alone decodes the training set as the run did.
-    again = evaluation_only(export, ctx.raw_spec, banglish, tmp_path / "eval")
+    again = evaluation_only(export, ctx.spec, banglish, tmp_path / "eval")
     assert [h.hypothesis for h in again] == [h.hypothesis for h in after]
 
 
@@ -327,10 +330,10 @@ def test_speechtune_eval_reproduces_the_runs_test_score(lora_job_run: session.Ou
         assert score.cer == pytest.approx(metrics["test"][language]["cer"], abs=1e-6), language
 
 
-def evaluation_only(export: Path, spec: Mapping[str, Any], data: Path, run_dir: Path) -> list[base.Hypothesis]:
+def evaluation_only(export: Path, spec: specs.FinetuneSpec, data: Path, run_dir: Path) -> list[base.Hypothesis]:
     """What `speechtune eval` asks of the engine: prepare with max_steps 0 and model.path
     = the export, then decode the training manifest."""
-    eval_spec = {**spec, "model": {"path": str(export)}}
+    eval_spec = dataclasses.replace(spec, model=typed.Model(pretrained=None, path=str(export), volume=None, init=None))
     ctx = dataclasses.replace(context(eval_spec, data, run_dir, RecordingReporter()), max_steps=0)
     engine = HFCTCEngine()
     engine.prepare(ctx)

@@ -75,7 +75,7 @@ def make_context(run_dir: Path, data_dir: Path, spec: dict[str, Any], *, max_ste
                  resume: bool = True) -> base.RunContext:
     stop = threading.Event()
     return base.RunContext(
-        name="tiny-canary", namespace="default", spec=specs.parse(spec), raw_spec=spec,
+        name="tiny-canary", namespace="default", spec=specs.parse(spec),
         data=base.DataPaths(root=data_dir, train=data_dir / spec["data"]["train"],
                             validation=data_dir / spec["data"]["validation"],
                             test=data_dir / spec["data"]["test"] if spec["data"].get("test") else None),

@@ -73,7 +73,7 @@ def test_starts_from_an_exported_model_and_decodes_with_beam_search(data: Path, 
     engine = engines.load("speechbrain-ctc")
     run_dir = tmp_path / "second"
     ctx = base.RunContext(
-        name="sb", namespace="default", spec=job.typed, raw_spec=job.spec,
+        name="sb", namespace="default", spec=job.typed,
         data=base.DataPaths(root=data, train=data / "train.json", validation=data / "valid.json",
                             test=data / "test.json"),
         model_dir=None, run_dir=run_dir, checkpoint_dir=run_dir / "checkpoints", max_steps=0, resume=False,

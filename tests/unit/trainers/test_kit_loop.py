@@ -97,7 +97,7 @@ def build(tmp_path: Path, task: Regression, *, stop_at: int | None = None, max_s
     stop = threading.Event()
     recorder = Recorder(stop, stop_at)
     ctx = base.RunContext(
-        name="t", namespace="default", spec=SPEC, raw_spec={}, data=base.DataPaths(tmp_path, tmp_path, tmp_path, None),
+        name="t", namespace="default", spec=SPEC, data=base.DataPaths(tmp_path, tmp_path, tmp_path, None),
         model_dir=None, run_dir=tmp_path, checkpoint_dir=tmp_path / "checkpoints", max_steps=max_steps, resume=True,
         device="cpu", world_size=1, rank=0, stop=stop, reporter=recorder)
     settings = loop.Settings(learning_rate=0.1, weight_decay=0.0, max_steps=max_steps, epochs=None,

@@ -13,6 +13,7 @@ from speechtune.data import normalize
 from speechtune.engines import base
 from speechtune.engines.kit import policies, precision
 from speechtune.runtime import scoring
+from typed_specs import typed
 
 
 def test_the_seed_default_is_the_crds() -> None:
@@ -44,10 +45,10 @@ def test_agreement_is_a_no_op_on_one_process() -> None:
 
 
 def test_best_key_is_declared_or_wer_or_cer_for_unspaced_languages() -> None:
-    assert policies.best_key({}, characters=False) == "wer"
-    assert policies.best_key({}, characters=True) == "cer"
-    assert policies.best_key({"data": {"targetLang": "ja"}}, characters=False) == "cer"
-    assert policies.best_key({"data": {"targetLang": "zh-CN"}, "output": {"bestBy": "val_loss"}},
+    assert policies.best_key(typed({}), characters=False) == "wer"
+    assert policies.best_key(typed({}), characters=True) == "cer"
+    assert policies.best_key(typed({"data": {"targetLang": "ja"}}), characters=False) == "cer"
+    assert policies.best_key(typed({"data": {"targetLang": "zh-CN"}, "output": {"bestBy": "val_loss"}}),
                              characters=True) == "val_loss"
 
 

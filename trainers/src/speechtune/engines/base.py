@@ -60,9 +60,6 @@ class RunContext:
     rank: int
     stop: threading.Event  # set on SIGTERM: save a checkpoint and return from train()
     reporter: "Reporter"
-    # The same spec as the validated mapping, for the engines that do not read `spec` yet
-    # (issue 16: converted one engine at a time; goes away with the last one).
-    raw_spec: Mapping[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,7 +117,7 @@ def evaluate(checkpoint: Path | str, manifest: Path, *, output: Path | None = No
         ctx = base.RunContext(
             name=name, namespace=namespace, spec=typed_spec, data=data, model_dir=None, run_dir=scratch,
             checkpoint_dir=scratch / "checkpoints", max_steps=0, resume=False, device=device, world_size=1,
-            rank=0, stop=threading.Event(), reporter=reporter, raw_spec=spec)
+            rank=0, stop=threading.Event(), reporter=reporter)
         runner = engines.load(typed_spec.engine)
         runner.prepare(ctx)
         hypotheses = runner.evaluate(ctx, manifest)

@@ -178,7 +178,7 @@ def run(job: specs.Job, mounts: volumes.Mounts, options: Options = Options()) ->
         name=job.name, namespace=job.namespace, spec=job_spec, data=data, model_dir=mounts.model,
         run_dir=folder.path, checkpoint_dir=folder.checkpoints, max_steps=max_steps,
         resume=job_spec.output.resume, device=where.device,
-        world_size=where.world_size, rank=where.rank, stop=stop, reporter=reporter, raw_spec=job.spec)
+        world_size=where.world_size, rank=where.rank, stop=stop, reporter=reporter)
     try:
         with signals.stop_on_signals(stop) as received:
             return _train_and_score(ctx, folder, reporter, job, options, primary, received)

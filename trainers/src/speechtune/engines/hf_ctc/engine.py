@@ -118,7 +118,7 @@ class HFCTCEngine:
             train_set=train_set, val_set=batches_mod.AudioDataset(val_examples, feature_extractor.sampling_rate),
             collator=batches_mod.CTCCollator(feature_extractor, tokenizer), device=device, autocast=precision.autocast,
             total_steps=0, batches_per_epoch=0, world_size=ctx.world_size, rank=ctx.rank,
-            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, key=policies.best_key(ctx.raw_spec, characters=True),
+            store=checkpoints.store(ctx.checkpoint_dir, keep_top_k=hf.save_top_k, key=policies.best_key(ctx.spec, characters=True),
                                     rank=ctx.rank,
                                           log=ctx.reporter.log),
         )

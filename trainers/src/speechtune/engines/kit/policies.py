@@ -92,11 +92,10 @@ def agree(loss: float, stop: bool, *, world_size: int, device: str | torch.devic
 CHARACTER_LEVEL_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "yue"})
 
 
-def best_key(spec: Mapping[str, Any], *, characters: bool) -> str:
+def best_key(spec: specs.FinetuneSpec, *, characters: bool) -> str:
     """spec.output.bestBy, else CER for a character-level task (the model emits characters,
     or the language is written without word spaces), else WER."""
-    declared = (spec.get("output") or {}).get("bestBy")
-    if declared:
-        return str(declared)
-    language = str((spec.get("data") or {}).get("targetLang") or "").split("-")[0].lower()
+    if spec.output.best_by:
+        return spec.output.best_by
+    language = (spec.data.target_lang or "").split("-")[0].lower()
     return "cer" if characters or language in CHARACTER_LEVEL_LANGUAGES else "wer"

@@ -22,6 +22,7 @@ from speechtune.engines import base
 from speechtune.engines.kit import checkpoints, layout, loop, policies
 from speechtune.engines.speechbrain_ctc import audio, batching, decoding, model, schedule, settings
 from speechtune.engines.speechbrain_ctc import tokenizer as tokenizers
+from speechtune.spec import typed
 
 HPARAMS_FILE = "hyperparams.json"
 MODEL_FILE = "model.ckpt"
@@ -51,11 +52,11 @@ class SpeechBrainCTCEngine:
 
     def _read_inputs(self, ctx: base.RunContext) -> None:
         self.model_settings, self.train_settings = settings.from_overrides(ctx.spec.training.overrides)
-        self.training = dict(ctx.raw_spec.get("training") or {})
-        self.seed = policies.seed_of(ctx.raw_spec)
+        self.training = ctx.spec.training
+        self.seed = ctx.spec.training.seed
         policies.seed_everything(self.seed)
         self.device = torch.device(ctx.device)
-        self.normalizer = normalize.get(str(ctx.raw_spec["data"].get("normalization", "none")))
+        self.normalizer = normalize.get(ctx.spec.data.normalization)
         # Rows whose normalised text is empty teach CTC nothing (preflight reports them).
         self.train_utts = [u for u in manifest.read(ctx.data.train) if self.normalizer(u.text).strip()]
         self.valid_utts = manifest.read(ctx.data.validation)
@@ -69,19 +70,18 @@ class SpeechBrainCTCEngine:
         self.net.set_spec_augment(self.train_settings)
         self.features = audio.FeatureCache(self.net.fbank)
         if init_dir is not None:
-            _load_weights(self.net, init_dir, (ctx.raw_spec.get("model") or {}).get("init") or {})
+            _load_weights(self.net, init_dir, ctx.spec.model.init if ctx.spec.model else None)
             ctx.reporter.log(f"initialised from {init_dir}")
-        peft = self.training.get("peft") or {}
-        if peft.get("method", "none") == "lora":
-            trainable = model.add_lora(
-                self.net, rank=int(peft.get("r", 16)), alpha=float(peft.get("alpha", 32)),
-                dropout=float(peft.get("dropout", 0.0)), targets=list(peft.get("targetModules") or []) or None)
-            ctx.reporter.log(f"LoRA r={peft.get('r')} on the encoder: {trainable} trainable parameters")
+        peft = self.training.peft
+        if peft.method == "lora":
+            trainable = model.add_lora(self.net, rank=peft.r, alpha=peft.alpha, dropout=peft.dropout,
+                                       targets=list(peft.target_modules or []) or None)
+            ctx.reporter.log(f"LoRA r={peft.r} on the encoder: {trainable} trainable parameters")
         self.decoder = decoding.Decoder(self.tokenizer, beam_size=self.train_settings.beam_size)
 
     def _build_loop(self, ctx: base.RunContext) -> loop.Loop[audio.Batch]:
-        peak = float(self.training.get("learningRate", 1e-4))
-        warmup = int(self.training.get("warmupSteps", 0))
+        peak = self.training.learning_rate
+        warmup = self.training.warmup_steps
         train = self.train_settings
 
         def lr_schedule(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -91,13 +91,13 @@ class SpeechBrainCTCEngine:
 
         loop_settings = loop.Settings(
             learning_rate=peak, weight_decay=train.weight_decay, max_steps=ctx.max_steps,
-            epochs=int(self.training["epochs"]) if self.training.get("epochs") else None,
-            grad_accumulation=int(self.training.get("gradAccumulation", 1)),
-            gradient_clip=float(self.training.get("gradientClipVal") or 0.0),
-            val_check_interval=int(self.training["valCheckInterval"]) if self.training.get("valCheckInterval") else None,
-            precision=str(self.training.get("precision", "fp32")),
-            save_top_k=int((ctx.raw_spec.get("output") or {}).get("saveTopK", 5)),
-            best_by=policies.best_key(ctx.raw_spec, characters=self.tokenizer.kind == "char"))
+            epochs=self.training.epochs,
+            grad_accumulation=self.training.grad_accumulation,
+            gradient_clip=self.training.gradient_clip_val or 0.0,
+            val_check_interval=self.training.val_check_interval,
+            precision=self.training.precision,
+            save_top_k=ctx.spec.output.save_top_k,
+            best_by=policies.best_key(ctx.spec, characters=self.tokenizer.kind == "char"))
         built = loop.Loop(self, loop_settings, ctx, schedule=lr_schedule)
         if ctx.rank == 0:
             self._write_model_files(ctx.checkpoint_dir)
@@ -122,8 +122,8 @@ class SpeechBrainCTCEngine:
         _load_normalizer(self.net, states["normalizer"], self.device)
 
     def plans(self, epoch: int) -> list[batching.Batch]:
-        batch_size = self.training.get("batchSize")
-        batch_seconds = float(self.training.get("batchDuration") or 0.0) or math.inf
+        batch_size = self.training.batch_size
+        batch_seconds = self.training.batch_duration or math.inf
         if batch_seconds == math.inf and not batch_size:
             batch_size = 8
         if self.train_settings.batching == "random":  # the benchmark's baseline
@@ -147,7 +147,7 @@ class SpeechBrainCTCEngine:
 
     def validate(self, forward: loop.Forward) -> tuple[float | None, list[base.Hypothesis]]:
         """Validation loss here, WER/CER by the runtime from the hypotheses."""
-        limit = self.training.get("limitValBatches")
+        limit = self.training.limit_val_batches
         loss_sum, batches = 0.0, 0
         hypotheses: list[base.Hypothesis] = []
         for batch, log_probs, lens in self._decode_batches(self.valid_utts, forward, limit=limit):
@@ -169,13 +169,13 @@ class SpeechBrainCTCEngine:
     # -- preparation helpers -------------------------------------------------------------
 
     def _init_dir(self, ctx: base.RunContext) -> Path | None:
-        model_spec = ctx.raw_spec.get("model") or {}
-        if model_spec.get("pretrained"):
+        model_spec = ctx.spec.model
+        if model_spec and model_spec.pretrained:
             raise ValueError("spec.model.pretrained: speechbrain-ctc starts from a checkpoint folder "
                              "(spec.model.path), not a hub name")
-        if not model_spec.get("path"):
+        if not (model_spec and model_spec.path):
             return None
-        path = Path(model_spec["path"])
+        path = Path(model_spec.path)
         if not path.is_absolute():
             if ctx.model_dir is None:
                 raise ValueError("spec.model.path: relative path but no model volume is mounted")
@@ -290,11 +290,11 @@ def _saved_model_settings(folder: Path, requested: settings.ModelSettings) -> se
     return requested  # a bare SpeechBrain checkpoint: the architecture comes from overrides
 
 
-def _load_weights(net: model.ConformerCTC, folder: Path, init: Mapping[str, Any]) -> None:
+def _load_weights(net: model.ConformerCTC, folder: Path, init: typed.Init | None) -> None:
     """Loads the parameters selected by spec.model.init (name prefixes); a CTC head of
     another vocabulary size is skipped, so a new tokenizer gets a fresh head."""
     saved, normalizer = _read_model_folder(folder)
-    include, exclude = tuple(init.get("include") or ()), tuple(init.get("exclude") or ())
+    include, exclude = tuple(init.include or ()) if init else (), tuple(init.exclude or ()) if init else ()
     own = net.state_dict()
     selected = {
         name: value for name, value in saved.items()
