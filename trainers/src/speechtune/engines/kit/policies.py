@@ -6,28 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import random
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
 
 from speechtune import spec as specs
 from speechtune.engines.kit import precision as precision_names
-
-
-@functools.cache
-def default_seed() -> int:
-    """spec.training.seed's CRD default: the one value used when a spec reaches an engine
-    without it (validated specs always carry it)."""
-    training = specs.crd_schema()["properties"]["spec"]["properties"]["training"]["properties"]
-    return int(training["seed"]["default"])
-
-
-def seed_of(spec: Mapping[str, Any]) -> int:
-    seed = (spec.get("training") or {}).get("seed")
-    return int(seed) if seed is not None else default_seed()
 
 
 def seed_everything(seed: int) -> None:
