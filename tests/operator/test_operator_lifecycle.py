@@ -7,6 +7,7 @@ events and progress; deletion collects every child."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from typing import Any, Iterator
 
 import kubernetes
@@ -74,6 +75,21 @@ class Cluster:
         self.cluster.kubectl("annotate", "-n", self.ns, "pod", pod, f"speechtune.dev/kwok-outcome={outcome}",
                              "--overwrite")
 
+    def initializer_pods(self, name: str) -> list[Any]:
+        job = names_initializer_job(name)
+        return list(self.core.list_namespaced_pod(self.ns, label_selector=f"batch.kubernetes.io/job-name={job}").items)
+
+    def initialize(self, name: str) -> dict[str, Any]:
+        """A job with a hub model and a model volume: phase Initializing, no child, until the
+        model initializer's pod (kwok runs it) succeeds. Returns that status."""
+        status = wait_for(lambda: self.in_phase(name, "Initializing"), timeout=180, what="phase Initializing")
+        assert status["initializerJob"] == names_initializer_job(name)
+        [pod] = wait_for(lambda: [p for p in self.initializer_pods(name) if p.status.phase == "Running"],
+                         timeout=180, what="the model initializer's pod running")
+        assert self.child(name) is None  # no trainer pod before the model is on the volume
+        self.finish(pod.metadata.name, "succeed")
+        return status
+
     def event_reasons(self, name: str) -> list[tuple[str, str, str]]:
         events = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name},"
                                                                          "involvedObject.kind=FinetuneJob").items
@@ -87,6 +103,10 @@ class Cluster:
         return self.child(name) is None and not self.pods(name)
 
 
+def names_initializer_job(name: str) -> str:
+    return f"{name}-model"  # written down here, not imported from the operator
+
+
 @pytest.fixture(scope="module")
 def k(cluster: Any, api: Any, namespace: str, backend: ftj_cluster.Backend,
       operator: ftj_cluster.OperatorProcess) -> Cluster:
@@ -96,6 +116,7 @@ def k(cluster: Any, api: Any, namespace: str, backend: ftj_cluster.Backend,
 def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it(k: Cluster) -> None:
     name = "canary-1b-v2-atc"
     k.apply(ftj_cluster.example("canary"))
+    k.initialize(name)
     child = wait_for(lambda: k.child(name), what=f"the {k.backend.name}")
     assert k.backend.nodes(child) == 2
     assert child["metadata"]["ownerReferences"][0]["uid"] == k.ftj(name)["metadata"]["uid"]
@@ -112,6 +133,7 @@ def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it
         assert {e.name: e.value for e in box.env}["NCCL_IB_HCA"] == "mlx5"
         assert pod.spec.affinity.pod_affinity.required_during_scheduling_ignored_during_execution
         assert pod.spec.automount_service_account_token is False
+        assert {e.name: e.value for e in box.env}["HF_HUB_OFFLINE"] == "1"  # the initializer fetched it
     wait_for(lambda: k.in_phase(name, "Running"), what="phase Running")
 
     rank0 = k.rank0(name)
@@ -124,7 +146,8 @@ def test_canary_on_two_nodes_fails_with_the_pods_reason_and_deletion_collects_it
     assert failed[0][0] == "Warning" and "exit code 1" in failed[0][2]
 
     k.cluster.kubectl("delete", "-n", k.ns, "finetunejob", name)
-    wait_for(lambda: k.children_gone(name), timeout=180, what="garbage collection of every child")
+    wait_for(lambda: k.children_gone(name) and not k.initializer_pods(name), timeout=180,
+             what="garbage collection of every child, the initializer's Job and pod included")
 
 
 def test_a_capability_outside_the_allow_list_fails_the_job_with_an_event(k: Cluster) -> None:
@@ -220,6 +243,7 @@ def test_speechbrain_succeeds_with_progress_from_its_metrics_endpoint(
 def test_mms_suspends_and_resumes(k: Cluster) -> None:
     name = "mms-1b-banglish-lora"
     k.apply(ftj_cluster.example("mms-banglish-lora"))
+    k.initialize(name)
     wait_for(lambda: k.in_phase(name, "Running"), timeout=180, what="phase Running")
 
     k.suspend(name, True)
@@ -252,3 +276,40 @@ def test_operator_metrics_and_liveness(k: Cluster, operator: ftj_cluster.Operato
                   if s.name.endswith("_total")}
     assert reconciles["success"] >= len(jobs)
     assert families["speechtune_operator_reconcile_duration_seconds"].samples
+
+
+def podmonitor_selector(helm: Any, backend: str) -> str:
+    """The chart's PodMonitor selector for this backend, as a label selector string."""
+    rendered = subprocess.run(
+        [str(helm), "template", "speechtune", str(ftj_cluster.REPO / "charts" / "speechtune"),
+         "--set", "metrics.podMonitor.enabled=true", "--set", f"backend={backend}",
+         "--show-only", "templates/podmonitor.yaml"], capture_output=True, text=True, check=True).stdout
+    selector = yaml.safe_load(rendered)["spec"]["selector"]
+    operators = {"Exists": "{key}", "DoesNotExist": "!{key}", "In": "{key} in ({values})",
+                 "NotIn": "{key} notin ({values})"}
+    terms = [f"{key}={value}" for key, value in (selector.get("matchLabels") or {}).items()]
+    terms += [operators[e["operator"]].format(key=e["key"], values=",".join(e.get("values") or ()))
+              for e in selector.get("matchExpressions") or ()]
+    return ",".join(terms)
+
+
+def test_the_podmonitor_selects_only_the_serving_rank_of_a_two_node_job(k: Cluster, helm: Any) -> None:
+    """Only rank 0 serves /metrics: the chart's PodMonitor, listed through the apiserver with
+    its exact selector, matches the master pod of a 2-node job and never a worker (nor a
+    model initializer's pod, nor any other job's non-zero rank): every target it makes is up."""
+    name = "two-node-metrics"
+    body = ftj_cluster.tiny_job(name)
+    body["spec"]["resources"]["nodes"] = 2
+    k.apply(body)
+    pods = wait_for(lambda: k.running_pods(name, 2), timeout=180, what="both nodes' pods running under kwok")
+    selector = podmonitor_selector(helm, k.backend.name)
+    selected = k.core.list_namespaced_pod(k.ns, label_selector=selector).items
+    mine = [p.metadata.name for p in selected if (p.metadata.labels or {}).get("speechtune.dev/finetunejob") == name]
+    assert mine == [k.rank0(name)], (selector, mine)
+    workers = {p.metadata.name for p in pods} - set(mine)
+    assert len(workers) == 1 and not workers & {p.metadata.name for p in selected}
+    # Across the namespace (the other tests' jobs, initializer pods included): rank 0 only.
+    for pod in selected:
+        assert k.backend.rank0_labels.items() <= (pod.metadata.labels or {}).items(), pod.metadata.name
+        assert "speechtune.dev/component" not in (pod.metadata.labels or {})
+    k.cluster.kubectl("delete", "-n", k.ns, "finetunejob", name)
