@@ -17,9 +17,9 @@ from typing import Iterator
 import pytest
 import yaml
 
+import hub_server
 from speechtune import cli, spec as specs
 from speechtune.runtime import hub
-from tests import hub_server
 
 MMS_LANGS = ("eng", "deu", "ben", "fra")
 
