@@ -7,7 +7,7 @@ KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 # Spinning OpenMP threads cost ~10x CPU per training step on a busy 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup lock demo test test-unit e2e bench gpu-check cluster-up cluster-down operator chart-lint images lint
+.PHONY: setup lock demo tiny-mms-base test test-unit e2e bench gpu-check cluster-up cluster-down operator chart-lint images lint
 
 setup:  ## .venv = exactly uv.lock (both projects, all extras, dev tools) + Debian packages when missing
 	@hack/setup.sh
@@ -19,6 +19,10 @@ lock:  ## re-resolve uv.lock on purpose (after editing a pyproject.toml), then `
 
 demo: setup  ## the main job, locally, on synthetic ATC speech
 	$(VENV)/bin/speechtune demo --workdir .demo
+
+RUNS ?= .demo/runs
+tiny-mms-base: setup  ## the pretrained base of examples/tiny-mms.yaml into $(RUNS)/models/tiny-mms-base (built once, cached)
+	$(PY) tests/pretrained/mms.py $(RUNS)/models/tiny-mms-base
 
 test: setup  ## everything CI runs: unit, trainer, operator and e2e tiers on the local control plane
 	$(PY) -m pytest tests

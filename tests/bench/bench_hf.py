@@ -64,6 +64,11 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
     from speechtune.engines.kit import checkpoints as kit_checkpoints
 
     torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fixture builders
+    from pretrained import mms
+
+    if not (work / "base" / "config.json").exists():  # throughput needs the shape, not trained weights
+        mms.random_layout(work / "base")
     spec = {
         "engine": "hf-ctc", "model": {"path": str(work / "base")},
         "data": {"volume": {"claimName": "d"}, "train": "train.json", "validation": "valid.json",
@@ -71,7 +76,7 @@ def measure(mode: str, data: Path, work: Path) -> dict[str, Any]:
         "training": {"maxSteps": STEPS, "learningRate": 5e-3, "warmupSteps": 5, "batchSize": 8, "seed": 1,
                      "valCheckInterval": STEPS, "limitValBatches": 1, "gradientClipVal": 1.0,
                      "peft": {"method": mode, "r": 8, "alpha": 16},
-                     "overrides": {"createBaseModel": True}},
+                     "overrides": {}},
         "output": {"volume": {"claimName": "r"}, "saveTopK": 1},
     }
     reporter = _Reporter()

@@ -10,11 +10,12 @@ from typing import Any
 
 import peft
 import pytest
+import yaml
+from pretrained import mms
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from speechtune import cli, spec as specs
 from speechtune.engines.hf_ctc import memory as hf_memory
-from speechtune.engines.hf_ctc import settings
 from typed_specs import typed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,8 +83,8 @@ def test_unknown_model_gets_a_note_not_an_error() -> None:
 
 
 @pytest.mark.parametrize("config", [
-    settings.TINY_BASE_MODEL,
-    {**settings.TINY_BASE_MODEL, "adapter_attn_dim": None, "conv_dim": [32, 48, 64], "conv_kernel": [10, 3, 3],
+    mms.CONFIG,
+    {**mms.CONFIG, "adapter_attn_dim": None, "conv_dim": [32, 48, 64], "conv_kernel": [10, 3, 3],
      "conv_stride": [5, 4, 4], "num_hidden_layers": 3, "intermediate_size": 160},
 ])
 def test_parameter_arithmetic_matches_transformers(config: dict[str, Any]) -> None:
@@ -97,6 +98,12 @@ def test_parameter_arithmetic_matches_transformers(config: dict[str, Any]) -> No
     assert hf_memory.lora_parameters(arch, 4, ["q_proj", "v_proj"]) == lora_count
 
 
-def test_validate_prints_the_estimate(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["validate", str(REPO / "examples" / "tiny-mms.yaml")]) == 0
+def test_validate_prints_the_estimate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """From the model folder's config.json when model.path is absolute (tiny-mms.yaml's
+    base, as `make tiny-mms-base` lays it out)."""
+    document = yaml.safe_load((REPO / "examples" / "tiny-mms.yaml").read_text())
+    document["spec"]["model"] = {"path": str(mms.random_layout(tmp_path / "tiny-mms-base"))}
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(document))
+    assert cli.main(["validate", str(job)]) == 0
     assert "activations" in capsys.readouterr().out

@@ -8,15 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pretrained import mms
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from speechtune.engines.hf_ctc import batches, decoding, modelling, settings, vocab
 from typed_specs import typed
 
 
+# The MMS fixture's shape; no layer drop, so every layer's weights get gradients.
+TINY = {**mms.CONFIG, "layerdrop": 0.0}
+
+
 def tiny_model(vocab_size: int = 8) -> Wav2Vec2ForCTC:
     torch.manual_seed(0)
-    return Wav2Vec2ForCTC(Wav2Vec2Config(**{**settings.TINY_BASE_MODEL, "vocab_size": vocab_size}))
+    return Wav2Vec2ForCTC(Wav2Vec2Config(**{**TINY, "vocab_size": vocab_size}))
 
 
 def test_built_vocabulary_starts_with_blank_and_maps_spaces_to_the_delimiter() -> None:
@@ -108,7 +113,7 @@ def test_adapter_language_defaults_to_iso_639_3() -> None:
 
 
 def test_adapters_mode_refuses_a_model_without_attention_adapters() -> None:
-    model = Wav2Vec2ForCTC(Wav2Vec2Config(**{**settings.TINY_BASE_MODEL, "adapter_attn_dim": None, "vocab_size": 8}))
+    model = Wav2Vec2ForCTC(Wav2Vec2Config(**{**TINY, "adapter_attn_dim": None, "vocab_size": 8}))
     hf, _ = settings.from_spec(typed({"model": {"pretrained": "x"}, "training": {"maxSteps": 1, "peft": {"method": "adapters"}}}),
                                max_steps=None, model_dir=None)
     with pytest.raises(ValueError, match="spec.training.peft.method"):
@@ -175,10 +180,9 @@ def test_an_existing_mms_language_loads_its_own_adapter_not_the_default(tmp_path
     from_pretrained's `target_lang=` for a config update, never reaches the model, and the
     default (English) adapter in model.safetensors stays in place."""
     import safetensors.torch
-    from pretrained import mms
 
     folder = mms.random_layout(tmp_path / "mms-1b-all")
-    source = settings.ModelSource(str(folder), folder, None)
+    source = settings.ModelSource(str(folder), folder)
     model, loaded = modelling.load_model(source, adapter_lang=lang, model_config={}, cache_dir=None)
     expected = safetensors.torch.load_file(str(folder / f"adapter.{lang}.safetensors"))
     default = safetensors.torch.load_file(str(folder / "adapter.eng.safetensors"))

@@ -1,6 +1,6 @@
 """HFCTCEngine: the MMS Banglish guide's fine-tuning, on transformers 5 and peft.
 
-prepare() reads the settings, creates the tiny base model when asked, builds or grows
+prepare() reads the settings, builds or grows
 the vocabulary, loads the model, makes the mode's parameters trainable and restores the
 newest checkpoint; train() runs the loop; evaluate() decodes a manifest; export() writes
 the Hugging Face folder (see export.py). With max_steps 0 (`speechtune eval`) prepare()
@@ -52,7 +52,7 @@ class HFCTCEngine:
             return
         policies.seed_everything(hf.seed)
         cache_dir = ctx.model_dir if source.local_dir is None else None
-        ensure_base_model(source, ctx.reporter, seed=hf.seed)
+        require_model_folder(source)
         normalizer = normalize.get(hf.normalization)
         train_examples = batches_mod.examples(ctx.data.train, normalizer)
         val_examples = batches_mod.examples(ctx.data.validation, normalizer)
@@ -220,17 +220,14 @@ def load_export(source: settings_mod.ModelSource, hf: settings_mod.HFSettings, c
     return Decoder(model, collator, ctx.device, policies.precision_for(hf.precision, ctx.device, ctx.reporter.log).autocast)
 
 
-def ensure_base_model(source: settings_mod.ModelSource, reporter: base.Reporter, *, seed: int) -> None:
-    """Creates the tiny base model on first use when createBaseModel asks for it."""
-    if source.local_dir is None or (source.local_dir / "config.json").exists():
-        return
-    if source.create_config is None:
+def require_model_folder(source: settings_mod.ModelSource) -> None:
+    """A local model.path must hold a Hugging Face model; say so in one line, not in
+    from_pretrained's traceback."""
+    if source.local_dir is not None and not (source.local_dir / "config.json").exists():
         raise ValueError(
-            f"spec.model.path: {source.local_dir} holds no Hugging Face model (no config.json); "
-            "set spec.training.overrides.createBaseModel to create a tiny one there"
+            f"spec.model.path: {source.local_dir} holds no Hugging Face model (no config.json); for "
+            "examples/tiny-mms.yaml build its base with `make tiny-mms-base`"
         )
-    modelling.create_base_model(source.local_dir, source.create_config, seed=seed)
-    reporter.log(f"hf-ctc: created a randomly initialised base model in {source.local_dir}")
 
 
 def distributed(model: torch.nn.Module, device: str) -> torch.nn.Module:

@@ -34,6 +34,10 @@ def write(model: torch.nn.Module, processor: Wav2Vec2Processor, directory: Path,
         plain = modelling.unwrap(model)
     assert isinstance(plain, Wav2Vec2ForCTC)
     plain.float()  # frozen weights may sit in half precision during training; export fp32
+    if hasattr(plain.config, "target_lang"):
+        # mms-1b-all's config.json has this key; kept, transformers 5 would hand the
+        # documented from_pretrained(dir, target_lang=...) to the config, not the model.
+        del plain.config.target_lang
     plain.save_pretrained(str(directory))
     if mode == "adapters":
         weights = {k: v.detach().cpu().contiguous() for k, v in modelling.adapter_parameters(plain).items()}

@@ -46,6 +46,7 @@ class Architecture:
     conv_dim: tuple[int, ...] = (512,) * 7
     conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
     conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    conv_bias: bool = False  # Wav2Vec2Config's default; the large/MMS configs set it true
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     adapter_dim: int | None = None
@@ -54,7 +55,7 @@ class Architecture:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "Architecture":
-        """From a Hugging Face config.json (or createBaseModel values), with wav2vec2's defaults."""
+        """From a Hugging Face config.json, with wav2vec2's defaults."""
         base = cls(hidden=768, layers=12, intermediate=3072)
         return cls(
             hidden=int(config.get("hidden_size", base.hidden)),
@@ -63,6 +64,7 @@ class Architecture:
             conv_dim=tuple(config.get("conv_dim", base.conv_dim)),
             conv_kernel=tuple(config.get("conv_kernel", base.conv_kernel)),
             conv_stride=tuple(config.get("conv_stride", base.conv_stride)),
+            conv_bias=bool(config.get("conv_bias", base.conv_bias)),
             pos_conv_kernel=int(config.get("num_conv_pos_embeddings", base.pos_conv_kernel)),
             pos_conv_groups=int(config.get("num_conv_pos_embedding_groups", base.pos_conv_groups)),
             adapter_dim=config.get("adapter_attn_dim"),
@@ -71,8 +73,8 @@ class Architecture:
         )
 
 
-_MMS_1B = Architecture(hidden=1280, layers=48, intermediate=5120, adapter_dim=16, vocab=154)
-_LARGE = Architecture(hidden=1024, layers=24, intermediate=4096)
+_MMS_1B = Architecture(hidden=1280, layers=48, intermediate=5120, adapter_dim=16, vocab=154, conv_bias=True)
+_LARGE = Architecture(hidden=1024, layers=24, intermediate=4096, conv_bias=True)
 # Hub models whose config.json we cannot read offline at validation time.
 KNOWN_MODELS: Mapping[str, Architecture] = {
     "facebook/mms-1b-all": _MMS_1B,
@@ -119,7 +121,8 @@ def readable(size: float) -> str:
 def feature_encoder_parameters(arch: Architecture) -> int:
     channels = (1, *arch.conv_dim)
     convs = sum(k * cin * cout for k, cin, cout in zip(arch.conv_kernel, channels, channels[1:]))
-    return convs + 2 * sum(arch.conv_dim)  # + a layer norm per convolution (MMS's "layer" mode)
+    biases = sum(arch.conv_dim) if arch.conv_bias else 0
+    return convs + biases + 2 * sum(arch.conv_dim)  # + a layer norm per convolution (MMS's "layer" mode)
 
 
 def adapter_parameters(arch: Architecture) -> int:
@@ -255,7 +258,6 @@ def check_spec(spec: typed.FinetuneSpec) -> list[str]:
 
 def _architecture(spec: typed.FinetuneSpec) -> tuple[Architecture | None, str]:
     pretrained, path = (spec.model.pretrained, spec.model.path) if spec.model else (None, None)
-    overrides = spec.training.overrides or {}
     name = pretrained or path or "a model from scratch"
     if pretrained and pretrained in KNOWN_MODELS:
         return KNOWN_MODELS[pretrained], name
@@ -267,11 +269,6 @@ def _architecture(spec: typed.FinetuneSpec) -> tuple[Architecture | None, str]:
             return Architecture.from_config(json.loads(config_file.read_text(encoding="utf-8"))), name
         except (OSError, ValueError, TypeError, AttributeError):  # unreadable: the engine says why
             return None, name
-    create = overrides.get("createBaseModel")
-    if create:
-        from speechtune.engines.hf_ctc import settings  # torch-free module
-
-        return Architecture.from_config({**settings.TINY_BASE_MODEL, **(create if isinstance(create, Mapping) else {})}), name
     return None, name
 
 

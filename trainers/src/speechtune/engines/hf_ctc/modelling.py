@@ -21,21 +21,6 @@ SAMPLING_RATE = 16_000
 ADAPTER_FILE = "adapter.{}.safetensors"  # what Wav2Vec2ForCTC.load_adapter looks for
 
 
-def create_base_model(directory: Path, config_values: Mapping[str, Any], *, seed: int) -> None:
-    """Writes a randomly initialised wav2vec2 CTC model (config, weights, feature
-    extractor; no tokenizer: fine-tuning builds the vocabulary from its transcripts)."""
-    config = Wav2Vec2Config(
-        **{**config_values, "vocab_size": len(vocab_mod.SPECIALS), "pad_token_id": 0, "ctc_loss_reduction": "mean"}
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Wav2Vec2ForCTC(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    default_feature_extractor().save_pretrained(str(directory))
-    # Last, so a crash halfway leaves no config.json and the next run creates it again.
-    model.save_pretrained(str(directory))
-
-
 def default_feature_extractor() -> Wav2Vec2FeatureExtractor:
     """MMS's preprocessing: 16 kHz, per-utterance zero mean / unit variance, and an
     attention mask (layer-norm models must not attend to padding)."""

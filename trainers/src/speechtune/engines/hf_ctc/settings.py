@@ -27,35 +27,11 @@ ISO639_3 = {
     "ta": "tam", "te": "tel", "mr": "mar", "gu": "guj", "pa": "pan", "ne": "npi", "as": "asm",
 }
 
-# A wav2vec2 small enough to train on two CPU cores: MMS's architecture (pre-norm
-# transformer, attention adapters in every layer) at a few hundred thousand parameters.
-# The feature encoder is two convolutions, the first a learnable 25 ms / 10 ms filterbank,
-# instead of wav2vec2's seven-layer stack: same 20 ms frames, but it leaves CTC's
-# all-blank plateau within a hundred steps on a CPU, where the deep stack needs many more.
-TINY_BASE_MODEL: Mapping[str, Any] = {
-    "hidden_size": 96,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 192,
-    "conv_dim": [128, 96],
-    "conv_stride": [160, 2],
-    "conv_kernel": [400, 2],
-    "feat_extract_norm": "layer",
-    "do_stable_layer_norm": True,
-    "num_conv_pos_embeddings": 32,
-    "num_conv_pos_embedding_groups": 4,
-    "adapter_attn_dim": 32,
-    "mask_time_prob": 0.0,
-    "layerdrop": 0.0,
-}
-
 # Characters the guide adds to MMS's vocabulary for phone numbers, IDs and English words.
 DEFAULT_EXTRA_CHARACTERS = string.digits + string.ascii_lowercase
 
 # Engine-native keys of `spec.training.overrides`, with what each one does.
 OVERRIDE_KEYS: Mapping[str, str] = {
-    "createBaseModel": "true or a mapping of Wav2Vec2Config keys: when model.path names a folder "
-    "without config.json, a randomly initialised wav2vec2 of that shape is created there first",
     "adapterLang": "language code of the MMS adapter (default: spec.data.targetLang as ISO 639-3)",
     "vocabulary": "auto (extend the model's tokenizer if it has one, else build), build or extend",
     "extraCharacters": "characters added to an extended vocabulary (default: digits and a-z)",
@@ -74,7 +50,6 @@ class ModelSource:
 
     name_or_path: str  # passed to from_pretrained
     local_dir: Path | None  # set when the source is a folder on disk
-    create_config: Mapping[str, Any] | None  # createBaseModel: build the folder when missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +128,7 @@ def from_spec(spec: typed.FinetuneSpec, *, max_steps: int | None, model_dir: Pat
     return settings, model_source(spec.model, overrides, model_dir)
 
 
-# Wav2Vec2Config values a job may set (modelConfig, createBaseModel): probabilities and
+# Wav2Vec2Config values a job may set (modelConfig): probabilities and
 # dropouts are in [0, 1]; sizes and counts are positive integers.
 _PROBABILITY_SUFFIXES = ("dropout", "_prob", "layerdrop")
 _COUNT_KEYS = frozenset({
@@ -164,7 +139,7 @@ _COUNT_KEYS = frozenset({
 _COUNT_LIST_KEYS = frozenset({"conv_dim", "conv_stride", "conv_kernel"})
 
 
-# What modelConfig and createBaseModel may set: Wav2Vec2Config's own model settings. Both
+# What modelConfig may set: Wav2Vec2Config's own model settings. They
 # reach from_pretrained as keyword arguments, where loader options (trust_remote_code,
 # use_safetensors, cache_dir, revision, ...) would choose what is loaded and run.
 WAV2VEC2_CONFIG_KEYS = frozenset({
@@ -206,13 +181,7 @@ def check_overrides(overrides: Mapping[str, Any]) -> None:
         if shaped:
             # from_pretrained with ignore_mismatched_sizes would re-initialise those weights.
             raise ValueError(f"{path}.modelConfig.{shaped[0]}: changes the pretrained model's shape; "
-                             "set shapes in createBaseModel (a new model) instead")
-    create = overrides.get("createBaseModel")
-    if create is not None and create is not False:
-        if create is not True and not isinstance(create, Mapping):
-            raise ValueError(f"{path}.createBaseModel: want true or a mapping of Wav2Vec2Config keys")
-        if isinstance(create, Mapping):
-            _check_config(create, f"{path}.createBaseModel", base=TINY_BASE_MODEL)
+                             "a new shape is a new base model, trained before it is fine-tuned")
 
 
 def _number(overrides: Mapping[str, Any], key: str, *, minimum: float, integer: bool,
@@ -229,9 +198,8 @@ def _number(overrides: Mapping[str, Any], key: str, *, minimum: float, integer: 
         raise ValueError(f"spec.training.overrides.{key}: must be {bound}, got {value!r}")
 
 
-def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = None) -> None:
-    """A mapping of Wav2Vec2Config keys with plain values in range; shapes are checked
-    together with `base`, the values it is laid over."""
+def _check_config(config: Any, path: str) -> None:
+    """A mapping of Wav2Vec2Config keys with plain values in range."""
     if not isinstance(config, Mapping):
         raise ValueError(f"{path}: want a mapping of Wav2Vec2Config keys")
     for key, value in config.items():
@@ -249,7 +217,7 @@ def _check_config(config: Any, path: str, *, base: Mapping[str, Any] | None = No
             if (not isinstance(value, list) or not value
                     or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
                 raise ValueError(f"{where}: want a list of positive integers, got {value!r}")
-    merged = {**(base or {}), **config}
+    merged = dict(config)
     lists = [merged[key] for key in sorted(_COUNT_LIST_KEYS) if key in merged]
     if len({len(v) for v in lists}) > 1:
         raise ValueError(f"{path}.conv_dim: conv_dim, conv_stride and conv_kernel need the same length")
@@ -276,27 +244,16 @@ def check_spec(spec: typed.FinetuneSpec) -> list[str]:
 
 def model_source(model: typed.Model | None, overrides: Mapping[str, Any], model_dir: Path | None) -> ModelSource:
     """Resolves spec.model against the model volume (relative paths live on it)."""
-    create = overrides.get("createBaseModel")
-    create_config: Mapping[str, Any] | None = None
-    if create:
-        if create is True:
-            create_config = dict(TINY_BASE_MODEL)
-        elif isinstance(create, Mapping):
-            create_config = {**TINY_BASE_MODEL, **create}
-        else:
-            raise ValueError("spec.training.overrides.createBaseModel: want true or a mapping of Wav2Vec2Config keys")
     if model and model.pretrained:
-        if create_config is not None:
-            raise ValueError("spec.training.overrides.createBaseModel: needs model.path, not model.pretrained")
-        return ModelSource(model.pretrained, None, None)
+        return ModelSource(model.pretrained, None)
     if not (model and model.path):
-        raise ValueError("spec.model: hf-ctc needs model.pretrained or model.path (a folder, or createBaseModel)")
+        raise ValueError("spec.model: hf-ctc needs model.pretrained or model.path (a Hugging Face model folder)")
     path = Path(model.path)
     if not path.is_absolute():
         if model_dir is None:
             raise ValueError(f"spec.model.path: {path} is relative but no model volume is mounted (spec.model.volume)")
         path = model_dir / path
-    return ModelSource(str(path), path, create_config)
+    return ModelSource(str(path), path)
 
 
 def _flag(overrides: Mapping[str, Any], key: str, default: bool) -> bool:

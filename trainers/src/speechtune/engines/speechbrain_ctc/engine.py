@@ -279,6 +279,12 @@ def _checkpoint_folder(path: Path) -> Path:
     candidates = checkpoints.Store(path, keep_top_k=1, writer=False).listed()
     if candidates:
         return candidates[-1].path
+    if (path / "hyperparams.yaml").exists():
+        # A hub model's Pretrainer layout (hyperparams.yaml + asr.ckpt, ...) describes its
+        # own classes (an encoder-decoder with an LM, often), not this engine's Conformer-CTC.
+        raise ValueError(f"spec.model.path: {path} is a SpeechBrain hub model folder (hyperparams.yaml); "
+                         f"speechbrain-ctc starts only from its own runs' checkpoints or exports ({MODEL_FILE} + "
+                         f"{HPARAMS_FILE})")
     raise ValueError(f"spec.model.path: {path} holds no {MODEL_FILE} (want a speechtune/SpeechBrain "
                      "checkpoint folder)")
 
