@@ -20,9 +20,9 @@ listing; the MMS paper, arXiv 2305.13516, for how it was trained):
   every layer's adapter + the language's lm_head, under the names `load_adapter` reads.
 - vocab.json nested by ISO 639-3 code ({"eng": {...}, "deu": {...}, ...}), each with
   `<pad>` (the CTC blank) 0, `<s>` 1, `</s>` 2, `<unk>` 3, `|` (word delimiter) 4, then
-  the language's lower-case characters; tokenizer_config.json with `target_lang: eng`,
-  special_tokens_map.json, preprocessor_config.json (16 kHz, `do_normalize`,
-  `return_attention_mask`), as `Wav2Vec2Processor.save_pretrained` writes them.
+  the language's lower-case characters; tokenizer_config.json with `target_lang: eng` and
+  the special tokens (transformers 5 writes no separate special_tokens_map.json),
+  preprocessor_config.json (16 kHz, `do_normalize`, `return_attention_mask`).
 - Trained like MMS, in miniature: the whole model on several languages at once (one
   joint character head), then per language an adapter + head with the base frozen. Here
   on espeak-ng speech (speechtune.data.synth, generic domain) of en, de and fr; es and
@@ -139,8 +139,7 @@ def write_layout(folder: Path, model: Any, vocabs: Mapping[str, Mapping[str, int
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
                                          return_attention_mask=True)
     # Each on its own, as the published repository has them (preprocessor_config.json,
-    # tokenizer_config.json, special_tokens_map.json), not transformers 5's combined
-    # processor_config.json.
+    # tokenizer_config.json), not transformers 5's combined processor_config.json.
     extractor.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
 
