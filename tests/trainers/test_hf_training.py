@@ -40,7 +40,11 @@ pytestmark = pytest.mark.training
 
 REPO = Path(__file__).resolve().parents[2]
 BANGLISH = normalize.get("banglish")
-NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "final_dropout": 0.0}
+# The MMS fixture keeps mms-1b-all's dropouts, layer drop and time masking (0.05 each):
+# off here, so resumed and uninterrupted runs match exactly and DDP ranks run the same
+# layers (a layer skipped on one rank only leaves its gradients out of the all-reduce).
+NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "final_dropout": 0.0,
+              "feat_proj_dropout": 0.0, "layerdrop": 0.0, "mask_time_prob": 0.0}
 
 
 class RecordingReporter:
