@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
-# Spinning OpenMP threads cost ~10x CPU per training step on a busy 2-core machine.
-export OMP_WAIT_POLICY ?= PASSIVE
+# OpenMP wait policy: PASSIVE only when the machine is oversubscribed (load > cores), the
+# same decision `speechtune` makes (trainers/src/speechtune/runtime/openmp.py); pytest's
+# in-process training inherits it. An OMP_WAIT_POLICY you set yourself wins.
+OMP_CHOICE := $(shell $(PY) -m speechtune.runtime.openmp 2>/dev/null)
+ifneq ($(OMP_CHOICE),)
+export OMP_WAIT_POLICY ?= $(OMP_CHOICE)
+endif
 
 .PHONY: setup lock demo tiny-mms-base test test-unit e2e bench gpu-check cluster-up cluster-down operator chart-lint images lint
 

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Sequence
 
+from speechtune.runtime import openmp
+
 # Command groups, imported at start-up (not at import time of this module). Each module's
 # register() adds its subcommands and sets `func` on them.
 COMMAND_MODULES = (
@@ -46,10 +48,8 @@ def _register(name: str, subparsers: argparse._SubParsersAction) -> None:  # typ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # OpenMP threads that spin while waiting burn their CPU share on a busy machine (and a
-    # pod's CPU quota): measured here, one Conformer step cost 10x the CPU time with the
-    # default (active) policy. Must be set before torch loads libgomp.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP wait policy by machine load (runtime/openmp.py); before torch loads libgomp.
+    openmp.apply()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
