@@ -10,13 +10,12 @@ import socket
 import threading
 from typing import Any, Iterator
 
-import kopf
 import prometheus_client
 import pytest
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator.builders import metrics_target
-from speechtune_operator.handlers import scraping
+from speechtune_operator.handlers import jobcache, scraping
 
 JOB = "asr"
 SECRET = "eyJhbGciOi-service-account-token-4242"
@@ -118,15 +117,16 @@ def endpoint(body: bytes, hits: list[bytes] | None = None) -> Iterator[int]:
 
 
 def run_scrape(pod: dict[str, Any] | None, annotations: dict[str, str] | None = None,
-               port: int = 9400) -> tuple[kopf.Patch, FakeClients]:
-    body = kopf.Body({"metadata": {"name": JOB, "namespace": "research", "annotations": annotations or {}},
-                      "spec": {}, "status": {"phase": "Running"}})
-    patch = kopf.Patch()
+               port: int = 9400) -> tuple[dict[str, Any], FakeClients]:
+    """The status fields a scrape would write, as {"status": ...}."""
+    view = jobcache.JobView.of({"metadata": {"name": JOB, "namespace": "research", "uid": "u",
+                                             "annotations": annotations or {}},
+                                "spec": {}, "status": {"phase": "Running"}})
     clients = FakeClients(pod)
     config = settings_mod.Settings(test_scrape_host="127.0.0.1", scrape_timeout=1.0, scrape_max_bytes=64 * 1024,
                                    trainer_metrics_port=port)
-    scraping.scrape(body, patch, settings=config, clients=clients)  # type: ignore[arg-type]
-    return patch, clients
+    fields = scraping.scrape(view, settings=config, clients=clients)  # type: ignore[arg-type]
+    return ({"status": fields} if fields else {}), clients
 
 
 def exposition() -> bytes:

@@ -60,6 +60,10 @@ class JobCache:
                 self._views[(view.namespace, view.name)] = updated
         return updated
 
+    def in_phase(self, wanted: str) -> list[JobView]:
+        with self._lock:
+            return [view for view in self._views.values() if view.status.get("phase") == wanted]
+
     def phase_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(phase.PHASES, 0)
         with self._lock:

@@ -3,6 +3,7 @@ around one function of a sibling module."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -13,12 +14,16 @@ from speechtune_operator import telemetry as telemetry_mod
 from speechtune_operator import admission, names
 from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
-from speechtune_operator.handlers import admitting, creating, guarding, jobcache, mirroring, scraping, suspending
+from speechtune_operator.handlers import (admitting, creating, guarding, holding, jobcache, mirroring, scraping,
+                                          suspending)
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
 # The webhook's URL path is /<id> (kopf's convention); the chart's webhook configuration uses it.
 ADMISSION_ID = "engine-rules"
 RETRY_BACKOFF = 2.0  # seconds between retries of a failed handler (kopf's default is 60)
+# The longest a child's status waits for creations in flight (handlers/holding.py): a burst of
+# 500 makes its children in ~30 s on two shared cores; no status is later than that.
+STATUS_HOLD = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Context:
     # The children seen or made; also kopf's record of what is handled (main.kopf_settings).
     children: jobcache.ChildCache = dataclasses.field(
         default_factory=lambda: jobcache.ChildCache(backends.PYTORCHJOB.suspended))
+    gate: holding.CreationGate = dataclasses.field(default_factory=lambda: holding.CreationGate(STATUS_HOLD))
 
 
 def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
@@ -53,14 +59,22 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.event(*FINETUNEJOBS, id="observe", registry=registry)
     async def observe_finetunejob(body: kopf.Body, type: str | None, **_: Any) -> None:
         ctx.cache.observe(body, deleted=type == "DELETED")
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if type == "DELETED" or (body.get("status") or {}).get("phase") in phase.FINISHED:
+            ctx.gate.end(key)
+        elif not body.get("status") and ctx.children.get(key[0], names.child_name(key[1])) is None:
+            ctx.gate.begin(key)  # new: its child is still to be made
 
     @kopf.on.resume(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     @kopf.on.create(*FINETUNEJOBS, id="children", registry=registry, backoff=RETRY_BACKOFF)
     def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        with ctx.telemetry.reconcile(), guarding.in_our_words("creating the children", delay=RETRY_BACKOFF):
-            if admitting.admit(body, patch, settings=ctx.settings):
-                creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, seen=ctx.children,
-                                         backend=ctx.backend)
+        try:
+            with ctx.telemetry.reconcile(), guarding.in_our_words("creating the children", delay=RETRY_BACKOFF):
+                if admitting.admit(body, patch, settings=ctx.settings):
+                    creating.ensure_children(body, settings=ctx.settings, clients=ctx.clients, seen=ctx.children,
+                                             backend=ctx.backend)
+        finally:  # made, refused or to be retried: either way not holding the others' status
+            ctx.gate.end((body["metadata"]["namespace"], body["metadata"]["name"]))
 
     @kopf.on.update(*FINETUNEJOBS, id="suspend", field="spec.runPolicy.suspend", registry=registry,
                     backoff=RETRY_BACKOFF)
@@ -71,23 +85,49 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
 
     child = ctx.backend.child
 
-    @kopf.on.event(child.group, child.version, child.plural, id="mirror-status",
+    # Async, as observe_finetunejob: every child event updates the cache, but only one with a
+    # status (none right after creation) has anything to mirror and takes a handler thread.
+    @kopf.on.event(child.group, child.version, child.plural, id="observe-child",
                    labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry)
-    def mirror_status(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def observe_child(body: kopf.Body, type: str | None, **_: Any) -> None:
         ctx.children.observe(body, deleted=type == "DELETED")
-        if type == "DELETED":
-            return
+        owner = names.owner_name(body)
+        if owner:
+            ctx.gate.end((body["metadata"]["namespace"], owner))
+
+    # Children first: a status write (and its Event) waits here, without a thread, while
+    # creations are in flight (handlers/holding.py). kopf runs a child's event handlers in order.
+    @kopf.on.event(child.group, child.version, child.plural, id="hold-status",
+                   labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry,
+                   when=lambda body, type, **_: type != "DELETED" and bool(body.get("status")))
+    async def hold_status(**_: Any) -> None:
+        await ctx.gate.wait()
+
+    @kopf.on.event(child.group, child.version, child.plural, id="mirror-status",
+                   labels={names.LABEL_JOB: kopf.PRESENT}, registry=registry,
+                   when=lambda body, type, **_: type != "DELETED" and bool(body.get("status")))
+    def mirror_status(body: kopf.Body, **_: Any) -> None:
         with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the status", delay=RETRY_BACKOFF):
             mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend)
 
     if ctx.settings.model_initializer:
         register_initializer_watch(registry, ctx)
 
-    @kopf.timer(*FINETUNEJOBS, id="scrape-progress", interval=ctx.settings.scrape_interval, registry=registry,
-                when=lambda status, **_: status.get("phase") == phase.RUNNING)
-    def scrape_progress(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        with guarding.in_our_words("scraping the metrics", delay=ctx.settings.scrape_interval):
-            scraping.scrape(body, patch, settings=ctx.settings, clients=ctx.clients, backend=ctx.backend)
+    # Not a kopf timer: see scraping.scrape_running_jobs.
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(id="scrape-progress", registry=registry)
+    async def start_scraping(**_: Any) -> None:
+        stop.clear()
+        tasks.append(asyncio.create_task(scraping.scrape_running_jobs(
+            settings=ctx.settings, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend, stop=stop)))
+
+    @kopf.on.cleanup(id="scrape-progress", registry=registry)
+    async def stop_scraping(**_: Any) -> None:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
 
 
 def register_initializer_watch(registry: kopf.OperatorRegistry, ctx: Context) -> None:

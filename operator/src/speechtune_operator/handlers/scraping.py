@@ -1,4 +1,4 @@
-"""The scrape timer: the rank-0 pod's /metrics into status.progress and status.metrics.
+"""The scrape loop: the rank-0 pod's /metrics into status.progress and status.metrics.
 
 The target comes only from the API's view of the job's own rank-0 pod (its podIP, and its
 trainer container's port named `metrics`, which must be the port the operator configured);
@@ -9,41 +9,78 @@ log line, an Event or the status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-
-import kopf
+from typing import Any
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import backends, metrics_target, progress
-from speechtune_operator.client import api, fetching, pods
+from speechtune_operator.builders import backends, metrics_target, phase, progress
+from speechtune_operator.client import api, fetching, finetunejobs, pods
+from speechtune_operator.handlers import guarding, jobcache
 
 logger = logging.getLogger(__name__)
+SCRAPERS = 4  # scrapes at once: each waits on a trainer's endpoint (up to scrape_timeout)
 
 
-def scrape(body: kopf.Body, patch: kopf.Patch, *, settings: settings_mod.Settings,
-           clients: api.Clients, backend: backends.Backend = backends.PYTORCHJOB) -> None:
-    meta = body["metadata"]
-    namespace, name = str(meta["namespace"]), str(meta["name"])
+def scrape(view: jobcache.JobView, *, settings: settings_mod.Settings, clients: api.Clients,
+           backend: backends.Backend = backends.PYTORCHJOB) -> dict[str, Any]:
+    """The status fields (progress, metrics) that changed since `view`; {} when none or
+    when the scrape failed (the next tick tries again)."""
+    namespace, name = view.namespace, view.name
     target = find_target(namespace, name, settings=settings, clients=clients, backend=backend)
     if target is None:
-        return
+        return {}
     try:
         raw = fetching.fetch(target.host, target.port, timeout=settings.scrape_timeout,
                              max_bytes=settings.scrape_max_bytes)
     except fetching.FetchError as error:  # our own phrase; the trainer may not listen yet
         logger.debug("scrape of %s/%s failed: %s", namespace, name, error)
-        return
+        return {}
     try:
         fields = progress.status_fields(raw.decode("utf-8"), job=name)
     except Exception as error:  # noqa: BLE001 - any text at all may come back; its words stay out
         logger.info("scrape of %s/%s: not a Prometheus text exposition (%s)", namespace, name,
                     type(error).__name__)
-        return
-    status = body.get("status") or {}
-    for key, value in fields.items():
-        if status.get(key) != value:
-            patch.status[key] = value
+        return {}
+    return {key: value for key, value in fields.items() if view.status.get(key) != value}
+
+
+def scrape_and_write(view: jobcache.JobView, *, settings: settings_mod.Settings, clients: api.Clients,
+                     cache: jobcache.JobCache, backend: backends.Backend = backends.PYTORCHJOB) -> None:
+    try:
+        patch = scrape(view, settings=settings, clients=clients, backend=backend)
+        if patch and finetunejobs.patch_status(clients, view.namespace, view.name, patch):
+            cache.remember_status(view, patch)
+    except Exception as error:  # noqa: BLE001 - the next tick tries again; no text of it leaves
+        logger.error("scraping the metrics of %s/%s failed: %s at %s", view.namespace, view.name,
+                     api.describe_error(error), guarding.where(error))
+
+
+async def scrape_running_jobs(*, settings: settings_mod.Settings, clients: api.Clients, cache: jobcache.JobCache,
+                              backend: backends.Backend = backends.PYTORCHJOB, stop: asyncio.Event) -> None:
+    """Every scrape_interval, each Running job once, SCRAPERS at a time.
+
+    One loop instead of kopf's per-object timer: a kopf timer makes kopf keep the latest
+    body of every FinetuneJob in memory for as long as it exists (its "live fresh body",
+    ~13 KB each, Running or not) and one task per running job; this loop reads the job
+    cache the operator keeps anyway.
+    """
+    limit = asyncio.Semaphore(SCRAPERS)
+
+    async def one(view: jobcache.JobView) -> None:
+        async with limit:
+            await asyncio.to_thread(scrape_and_write, view, settings=settings, clients=clients, cache=cache,
+                                    backend=backend)
+
+    while not stop.is_set():
+        running = cache.in_phase(phase.RUNNING)
+        if running:
+            await asyncio.gather(*(one(view) for view in running))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.scrape_interval)
+        except TimeoutError:
+            pass
 
 
 def find_target(namespace: str, job: str, *, settings: settings_mod.Settings, clients: api.Clients,
