@@ -10,7 +10,7 @@ serves (PyTorchJob; TrainJob where Trainer v2 and the chart's runtimes are insta
 Floor and operator are timed from the first create call to the last child a watch sees, so
 the ratio is what the operator path costs on top of the apiserver, etcd and the child's
 validating webhook. API writes per job are the apiserver's own request counters (POST, PUT,
-PATCH on FinetuneJobs, children, ConfigMaps, Events) of the operator round minus those of
+PATCH on FinetuneJobs, children, NetworkPolicies, ConfigMaps, Events) of the operator round minus those of
 the floor round, which has the same controller writes. Memory: the operator's
 resident set after the 500 burst, and after a second 500 burst (the first one deleted).
 Uses SPEECHTUNE_KUBECONFIG when set, else brings the local control plane up.
@@ -47,7 +47,7 @@ SIZES = tuple(int(n) for n in os.environ.get("SPEECHTUNE_BENCH_SIZES", "100,500"
 CLIENT_THREADS = 16
 FTJ = (ftj_cluster.GROUP, ftj_cluster.VERSION, ftj_cluster.PLURAL)
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY"})
-WRITE_RESOURCES = frozenset({"finetunejobs", "pytorchjobs", "trainjobs", "configmaps", "events"})
+WRITE_RESOURCES = frozenset({"finetunejobs", "pytorchjobs", "trainjobs", "configmaps", "events", "networkpolicies"})
 
 
 def kubeconfig() -> tuple[Path, dict[str, str]]:
