@@ -299,7 +299,7 @@ def test_the_podmonitor_selects_only_the_serving_rank_of_a_two_node_job(k: Clust
     model initializer's pod, nor any other job's non-zero rank): every target it makes is up."""
     name = "two-node-metrics"
     body = ftj_cluster.tiny_job(name)
-    body["spec"]["resources"]["nodes"] = 2
+    body["spec"]["resources"].update(nodes=2, gpusPerNode=1)  # the CRD: several nodes need GPUs
     k.apply(body)
     pods = wait_for(lambda: k.running_pods(name, 2), timeout=180, what="both nodes' pods running under kwok")
     selector = podmonitor_selector(helm, k.backend.name)
