@@ -3,6 +3,7 @@
 
     python hack/cluster/controlplane.py up     # build missing binaries, start, wait until ready
     python hack/cluster/controlplane.py up --backend trainjob   # also JobSet + Kubeflow Trainer v2
+    python hack/cluster/controlplane.py up --backend kueue      # also Kueue (PyTorchJob integration)
     python hack/cluster/controlplane.py down   # stop everything, forget the cluster's data
     python hack/cluster/controlplane.py tools  # build missing binaries, print their folders (a PATH prefix)
     eval "$(python hack/cluster/controlplane.py env)"   # PATH and KUBECONFIG for a shell
@@ -61,7 +62,7 @@ def cmd_restart_apiserver(backends: list[str]) -> int:
 
 def components(backends: list[str]) -> tuple[versions.Component, ...]:
     extra = versions.TRAINJOB_COMPONENTS if "trainjob" in backends else ()
-    return versions.BASE_COMPONENTS + extra
+    return versions.BASE_COMPONENTS + extra + (versions.KUEUE_COMPONENTS if "kueue" in backends else ())
 
 
 COMMANDS = {

@@ -30,6 +30,8 @@ EXPECTED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "pods"): {"get", "list", "watch"},
     ("batch", "jobs"): {"get", "list", "watch", "create"},  # the model initializer (modelInitializer.enabled)
     ("", "persistentvolumeclaims"): {"get"},
+    # Kueue's Workloads: read for phase Queued, patched only for spec.active (runPolicy.suspend).
+    ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create"},  # each job's (networkPolicy.enabled)
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from localcluster import build, commandlines, pki, processes, trainer_v2, training_operator, versions
+from localcluster import build, commandlines, kueue, pki, processes, trainer_v2, training_operator, versions
 from localcluster.kube import kubectl
 from localcluster.layout import Layout, default_layout, locked, read_state, write_state
 
@@ -31,8 +31,10 @@ COMPONENTS = (
     "kwok",
     "training-operator",
 )
-BACKENDS = ("pytorchjob", "trainjob")  # the training-operator always runs; trainjob adds these:
+# The training-operator always runs; trainjob adds JobSet and Trainer v2, kueue adds Kueue.
+BACKENDS = ("pytorchjob", "trainjob", "kueue")
 TRAINJOB_COMPONENTS = trainer_v2.COMPONENTS
+KUEUE_COMPONENTS = ("kueue",)
 STARTUP_TIMEOUT_S = 300.0  # generous: two busy cores may be shared with training runs
 
 
@@ -53,6 +55,7 @@ def health_url(name: str, ports: dict[str, int]) -> str | None:
         "training-operator": f"http://127.0.0.1:{ports['training-operator-health']}/readyz",
         "jobset": f"http://127.0.0.1:{ports.get('jobset-health')}/readyz",
         "trainer": f"http://127.0.0.1:{ports.get('trainer-health')}/readyz",
+        "kueue": f"http://127.0.0.1:{ports.get('kueue-health')}/readyz",
     }.get(name)
 
 
@@ -83,6 +86,16 @@ def trainjob_running(layout: Layout) -> bool:
     return (state.get("trainjob_binaries") == versions.binaries(versions.TRAINJOB_COMPONENTS).key
             and all(name in components and processes.is_running(components[name]["pid"], components[name]["argv"][0])
                     for name in TRAINJOB_COMPONENTS))
+
+
+def kueue_running(layout: Layout) -> bool:
+    """Kueue started (by this build of it, with the TrainJob integration if Trainer v2 ran
+    then) and alive."""
+    state = read_state(layout)
+    entry = state.get("components", {}).get("kueue")
+    return (state.get("kueue_binaries") == versions.binaries(versions.KUEUE_COMPONENTS).key
+            and state.get("kueue_trainjob") == trainjob_running(layout)
+            and entry is not None and processes.is_running(entry["pid"], entry["argv"][0]))
 
 
 # ---------------------------------------------------------------- up
@@ -191,6 +204,24 @@ def start_trainjob(layout: Layout) -> None:
     say("JobSet and Kubeflow Trainer v2 ready")
 
 
+def start_kueue(layout: Layout) -> None:
+    """Start Kueue next to a running cluster (its TrainJob integration too when Trainer v2 runs)."""
+    bins = versions.binaries(versions.BASE_COMPONENTS + versions.KUEUE_COMPONENTS)
+    state = read_state(layout)
+    entry = state["components"].pop("kueue", None)  # a dead one, or one without TrainJobs
+    if entry:
+        processes.stop(entry["pid"], entry["argv"][0])
+    trainjob = trainjob_running(layout)
+    state["ports"] = commandlines.pick_ports(state["ports"])
+    state["kueue_binaries"] = versions.binaries(versions.KUEUE_COMPONENTS).key
+    state["kueue_trainjob"] = trainjob
+    write_state(layout, state)
+    kueue.prepare(bins, layout, state["ports"], trainjob=trainjob)
+    launch("kueue", bins, layout, state)
+    wait_ready("kueue", layout, state)
+    say("Kueue ready")
+
+
 def ensure_up(layout: Layout, *, started_by: str, user_pid: int | None = None,
               backends: Sequence[str] = ("pytorchjob",)) -> bool:
     """Bring the cluster up unless a healthy one is running, with the controllers of
@@ -199,13 +230,16 @@ def ensure_up(layout: Layout, *, started_by: str, user_pid: int | None = None,
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         raise ValueError(f"unknown backend(s) {sorted(unknown)} (known: {', '.join(BACKENDS)})")
-    trainjob = "trainjob" in backends
-    components = versions.BASE_COMPONENTS + (versions.TRAINJOB_COMPONENTS if trainjob else ())
+    trainjob, with_kueue = "trainjob" in backends, "kueue" in backends
+    components = (versions.BASE_COMPONENTS + (versions.TRAINJOB_COMPONENTS if trainjob else ())
+                  + (versions.KUEUE_COMPONENTS if with_kueue else ()))
     build.ensure_binaries(components=components)
     with locked(layout):
         started = ensure_up_locked(versions.binaries(), layout, started_by)
         if trainjob and not trainjob_running(layout):
             start_trainjob(layout)
+        if with_kueue and not kueue_running(layout):
+            start_kueue(layout)
         if user_pid is not None:
             register_user(layout, user_pid)
         return started
@@ -242,7 +276,7 @@ def stop_all(layout: Layout, *, keep_logs: bool = True) -> None:
     """Stop every recorded process and forget the cluster (etcd data, certificates)."""
     state = read_state(layout)
     components = state.get("components", {})
-    for name in reversed(COMPONENTS + TRAINJOB_COMPONENTS):
+    for name in reversed(COMPONENTS + TRAINJOB_COMPONENTS + KUEUE_COMPONENTS):
         entry = components.get(name)
         if entry:
             processes.stop(entry["pid"], entry["argv"][0])

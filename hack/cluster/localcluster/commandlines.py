@@ -130,6 +130,14 @@ def argv(name: str, bins: versions.Binaries, layout: Layout, ports: dict[str, in
             f"--config={layout.root / 'trainer-config.yaml'}",
             "--zap-log-level=info",
         ]
+    if name == "kueue":
+        return [
+            str(bins.path("kueue")),
+            f"--kubeconfig={layout.kubeconfig}",
+            # Webhook (127.0.0.1), metrics, health, integrations: in the config file.
+            f"--config={layout.root / 'kueue-config.yaml'}",
+            "--zap-log-level=info",
+        ]
     raise ValueError(f"unknown component {name!r}")
 
 
@@ -161,6 +169,9 @@ PORT_NAMES = (
     "trainer-webhook",
     "trainer-health",
     "trainer-metrics",
+    "kueue-webhook",
+    "kueue-health",
+    "kueue-metrics",
 )
 
 

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     registration.register_login(registry, args.kubeconfig)
     backend = backends.for_settings(settings)
-    children = jobcache.ChildCache(backend.suspended)
+    children = jobcache.ChildCache(backend.user_suspended)
     registration.register(registry, registration.Context(
         settings=settings, clients=clients, cache=cache, telemetry=telemetry,
         backend=backend, children=children))

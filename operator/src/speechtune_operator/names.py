@@ -44,6 +44,11 @@ LABEL_JOB = "speechtune.dev/finetunejob"
 LABEL_ENGINE = "speechtune.dev/engine"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# Kueue's admission unit, one per queued child (owner reference: the child).
+WORKLOAD = ChildKind("kueue.x-k8s.io", "v1beta2", "workloads", "Workload")
+# On a queued child: the user's runPolicy.suspend ("true"/"false"). Kueue owns the child's own
+# suspend switch (it holds it until admission), so the user's intent is recorded here.
+ANNOTATION_SUSPEND = "speechtune.dev/suspend"
 # On the model initializer Job and its pod: what watches and selectors tell it apart by.
 LABEL_COMPONENT = "speechtune.dev/component"
 COMPONENT_INITIALIZER = "model-initializer"

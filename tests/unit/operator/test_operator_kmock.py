@@ -140,7 +140,7 @@ async def running(kmock: km.KubernetesEmulator, backend: str, **overrides: Any) 
     backend = backends.for_settings(config)
     context = registration.Context(settings=config, clients=clients, cache=jobcache.JobCache(),
                                    telemetry=telemetry.Telemetry(), backend=backend,
-                                   children=jobcache.ChildCache(backend.suspended))
+                                   children=jobcache.ChildCache(backend.user_suspended))
     registration.register(registry, context)
     # kopf owns its event loop (it cancels tasks it finds there on exit): give it a thread.
     stop, ready = threading.Event(), threading.Event()

@@ -29,6 +29,14 @@ class Backend:
     suspend_patch: Callable[[bool], dict[str, Any]]  # merge patch of the child's suspend
     suspended: Callable[[Mapping[str, Any]], bool]  # the child's suspend switch
 
+    def user_suspended(self, child: Mapping[str, Any]) -> bool:
+        """What the user asked (runPolicy.suspend): the child's own switch, except on a
+        queued child, whose switch is Kueue's (its annotation holds the user's)."""
+        meta = child.get("metadata") or {}
+        if names.LABEL_KUEUE_QUEUE in (meta.get("labels") or {}):
+            return (meta.get("annotations") or {}).get(names.ANNOTATION_SUSPEND) == "true"
+        return self.suspended(child)
+
     def pods_selector(self, child_name: str) -> str:
         return f"{self.pods_label}={child_name}"
 

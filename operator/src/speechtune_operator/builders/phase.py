@@ -114,13 +114,20 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
     return {key: value for key, value in desired.items() if current.get(key) != value}
 
 
-def transition_event(old_phase: str | None, new_phase: str, message: str) -> PhaseEvent | None:
+def transition_event(old_phase: str | None, new_phase: str, message: str,
+                     old_message: str | None = None) -> PhaseEvent | None:
+    if old_phase == new_phase == QUEUED and message != old_message:
+        # Kueue's reason for holding the job changed (its Workload appeared, or was evicted):
+        # worth telling, as the first Queued event may predate the Workload.
+        return PhaseEvent("Normal", "TrainingQueued", message)
     if old_phase == new_phase or (old_phase in (None, INITIALIZING) and new_phase == PENDING):
         # A job starts Pending (after Initializing, when it has a model initializer); the
         # child's Created event already marks that start.
         return None
     if old_phase == SUSPENDED and new_phase in (PENDING, RUNNING):  # pods come back: Pending first
         return PhaseEvent("Normal", "TrainingResumed", message or "training resumed")
+    if old_phase == QUEUED and new_phase in (PENDING, RUNNING):  # Kueue admitted it
+        return PhaseEvent("Normal", "TrainingAdmitted", message or "admitted by Kueue")
     reason, kind = {
         INITIALIZING: ("ModelInitializing", "Normal"),
         QUEUED: ("TrainingQueued", "Normal"),

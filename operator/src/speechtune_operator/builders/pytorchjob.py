@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from speechtune_operator import settings as settings_mod
 from speechtune_operator import names
-from speechtune_operator.builders import podtemplate
+from speechtune_operator.builders import podtemplate, queueing
 
 # The training-operator derives MASTER_PORT from the container port of this name; setting
 # it here keeps the job valid without the operator's defaulting webhook.
@@ -40,6 +40,7 @@ def build_pytorchjob(body: Mapping[str, Any], settings: settings_mod.Settings) -
             "name": names.pytorchjob_name(meta["name"]),
             "namespace": meta["namespace"],
             "labels": child_labels(body),
+            **child_annotations(body),
         },
         "spec": {
             "runPolicy": run_policy(spec.get("runPolicy", {})),
@@ -67,10 +68,20 @@ def child_labels(body: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def child_annotations(body: Mapping[str, Any]) -> dict[str, Any]:
+    """{"annotations": ...} for a queued child (the user's suspend switch), else {}."""
+    policy = body["spec"].get("runPolicy", {})
+    if not policy.get("queueName"):
+        return {}
+    return {"annotations": queueing.suspend_annotations(bool(policy.get("suspend")))}
+
+
 def run_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "cleanPodPolicy": policy.get("cleanPodPolicy", "None"),
-        "suspend": bool(policy.get("suspend", False)),
+        # A queued job starts suspended: Kueue unsuspends it once its Workload is admitted
+        # (Kueue's webhook would suspend it too; this way it never starts pods unqueued).
+        "suspend": bool(policy.get("suspend", False)) or bool(policy.get("queueName")),
     }
     for key in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
         if key in policy:

@@ -77,7 +77,9 @@ def build_trainjob(body: Mapping[str, Any], settings: settings_mod.Settings) -> 
                 }}},
             }]}}},
         }],
-        "suspend": bool(spec.get("runPolicy", {}).get("suspend", False)),
+        # Queued: suspended until Kueue (v0.17 integrates trainer.kubeflow.org/trainjob) admits it.
+        "suspend": bool(spec.get("runPolicy", {}).get("suspend", False))
+        or bool(spec.get("runPolicy", {}).get("queueName")),
     }
     deadline = spec.get("runPolicy", {}).get("activeDeadlineSeconds")
     if deadline:
@@ -90,6 +92,7 @@ def build_trainjob(body: Mapping[str, Any], settings: settings_mod.Settings) -> 
             "namespace": meta["namespace"],
             # Kueue's TrainJob integration reads the same queue label as for PyTorchJobs.
             "labels": pytorchjob.child_labels(body),
+            **pytorchjob.child_annotations(body),
         },
         "spec": trainjob_spec,
     }

@@ -108,3 +108,23 @@ class ChildCache:
     def get(self, namespace: str, name: str) -> ChildView | None:
         with self._lock:
             return self._views.get((namespace, name))
+
+
+class WorkloadCache:
+    """Kueue's Workload of each queued child, by namespace and child name (fed by the
+    Workloads' watch): the reason a queued job waits, without a GET per child event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workloads: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def observe(self, namespace: str, child_name: str, workload: Mapping[str, Any], *, deleted: bool = False) -> None:
+        with self._lock:
+            if deleted:
+                self._workloads.pop((namespace, child_name), None)
+            else:
+                self._workloads[(namespace, child_name)] = workload
+
+    def get(self, namespace: str, child_name: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._workloads.get((namespace, child_name))

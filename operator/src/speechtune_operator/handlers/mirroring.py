@@ -9,7 +9,7 @@ from typing import Any, Mapping, cast
 import kopf
 
 from speechtune_operator import names
-from speechtune_operator.builders import backends, phase
+from speechtune_operator.builders import backends, phase, queueing
 from speechtune_operator.client import api, finetunejobs, pods
 from speechtune_operator.handlers import jobcache
 
@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def sync_from_child(child: Mapping[str, Any], *, clients: api.Clients, cache: jobcache.JobCache,
-                    backend: backends.Backend = backends.PYTORCHJOB) -> None:
+                    backend: backends.Backend = backends.PYTORCHJOB,
+                    workloads: jobcache.WorkloadCache | None = None) -> None:
     if not child.get("status"):
         # Just created; its controller has not reconciled it yet. Its first status (Created,
         # Suspended, ...) follows within moments: one status write then, not two.
@@ -34,6 +35,11 @@ def sync_from_child(child: Mapping[str, Any], *, clients: api.Clients, cache: jo
             job_pods = pods.matching(clients, view.namespace, backend.pods_selector(child["metadata"]["name"]))
             failure = phase.first_failure(job_pods, backend.container, backend.is_rank0)
             desired = phase.desired_status(child, failure, reader=backend.read)
+    queue = (child["metadata"].get("labels") or {}).get(names.LABEL_KUEUE_QUEUE)
+    if queue:
+        workload = workloads.get(view.namespace, child["metadata"]["name"]) if workloads else None
+        desired = queueing.apply(desired, queue=queue, user_suspended=backend.user_suspended(child),
+                                 child_suspended=backend.suspended(child), workload=workload)
     # The spec generation this status describes: only runPolicy.suspend can change after
     # creation, and the suspend handler has acted on it before its effect shows up here.
     desired["observedGeneration"] = view.generation
@@ -43,7 +49,8 @@ def sync_from_child(child: Mapping[str, Any], *, clients: api.Clients, cache: jo
     if not finetunejobs.patch_status(clients, view.namespace, view.name, patch):
         return
     cache.remember_status(view, patch)
-    event = phase.transition_event(current.get("phase"), desired["phase"], desired["message"])
+    event = phase.transition_event(current.get("phase"), desired["phase"], desired["message"],
+                                   old_message=current.get("message"))
     if event is not None:
         kopf.event(kopf.Body(cast(kopf.RawBody, names.object_ref(view.ref()))), type=event.type, reason=event.reason, message=event.message)
 

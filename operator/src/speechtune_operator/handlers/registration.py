@@ -14,8 +14,8 @@ from speechtune_operator import telemetry as telemetry_mod
 from speechtune_operator import admission, names
 from speechtune_operator.builders import backends, phase
 from speechtune_operator.client import api
-from speechtune_operator.handlers import (admitting, creating, guarding, holding, jobcache, mirroring, scraping,
-                                          suspending)
+from speechtune_operator.handlers import (admitting, creating, guarding, holding, jobcache, mirroring, queueing,
+                                          scraping, suspending)
 
 FINETUNEJOBS = (names.GROUP, names.VERSION, names.PLURAL)
 # The webhook's URL path is /<id> (kopf's convention); the chart's webhook configuration uses it.
@@ -35,8 +35,10 @@ class Context:
     backend: backends.Backend = backends.PYTORCHJOB  # the only backend-specific choice
     # The children seen or made; also kopf's record of what is handled (main.kopf_settings).
     children: jobcache.ChildCache = dataclasses.field(
-        default_factory=lambda: jobcache.ChildCache(backends.PYTORCHJOB.suspended))
+        default_factory=lambda: jobcache.ChildCache(backends.PYTORCHJOB.user_suspended))
     gate: holding.CreationGate = dataclasses.field(default_factory=lambda: holding.CreationGate(STATUS_HOLD))
+    # Kueue's Workloads of queued children (runPolicy.queueName).
+    workloads: jobcache.WorkloadCache = dataclasses.field(default_factory=jobcache.WorkloadCache)
 
 
 def register_login(registry: kopf.OperatorRegistry, kubeconfig: str | None = None) -> None:
@@ -81,7 +83,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
         with guarding.in_our_words("suspending or resuming", delay=RETRY_BACKOFF):
             suspending.apply_suspend(body, bool(new), patch, clients=ctx.clients, seen=ctx.children,
-                                     backend=ctx.backend)
+                                     backend=ctx.backend, workloads=ctx.workloads)
 
     child = ctx.backend.child
 
@@ -108,7 +110,23 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                    when=lambda body, type, **_: type != "DELETED" and bool(body.get("status")))
     def mirror_status(body: kopf.Body, **_: Any) -> None:
         with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the status", delay=RETRY_BACKOFF):
-            mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend)
+            mirroring.sync_from_child(body, clients=ctx.clients, cache=ctx.cache, backend=ctx.backend,
+                                      workloads=ctx.workloads)
+
+    workload = names.WORKLOAD
+
+    # Kueue's Workloads (a cluster without Kueue has none: kopf watches nothing then).
+    @kopf.on.event(workload.group, workload.version, workload.plural, id="mirror-workload", registry=registry)
+    def mirror_workload(body: kopf.Body, type: str | None, **_: Any) -> None:
+        child_name = queueing.owner_child(body, ctx.backend.child)
+        if child_name is None:
+            return
+        ctx.workloads.observe(body["metadata"]["namespace"], child_name, dict(body), deleted=type == "DELETED")
+        if type == "DELETED":
+            return
+        with ctx.telemetry.reconcile(), guarding.in_our_words("mirroring the Kueue workload", delay=RETRY_BACKOFF):
+            queueing.sync_workload(body, child_name, clients=ctx.clients, cache=ctx.cache, workloads=ctx.workloads,
+                                   backend=ctx.backend)
 
     if ctx.settings.model_initializer:
         register_initializer_watch(registry, ctx)
