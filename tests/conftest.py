@@ -103,6 +103,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     trainjob = any("backend" in getattr(item, "fixturenames", ()) for item in items)
     versions = build.versions
     components = versions.BASE_COMPONENTS + (versions.TRAINJOB_COMPONENTS if trainjob else ())
+    # Kueue (tests/operator/test_operator_kueue.py): built only when such a test is collected.
+    if any("kueue_namespace" in getattr(item, "fixturenames", ()) for item in items):
+        components += versions.KUEUE_COMPONENTS
     try:
         build.ensure_binaries(components=components)
     except build.ToolchainMissing as error:
