@@ -15,6 +15,7 @@ import prometheus_client
 from prometheus_client import parser
 import pytest
 import yaml
+from speechtune_operator.builders.phase import PHASES
 
 import ftj_cluster
 from ftj_cluster import wait_for
@@ -262,7 +263,7 @@ def test_operator_metrics_and_liveness(k: Cluster, operator: ftj_cluster.Operato
     assert operator.healthy()
     jobs = k.custom.list_namespaced_custom_object(ftj_cluster.GROUP, ftj_cluster.VERSION, k.ns,
                                                   ftj_cluster.PLURAL)["items"]
-    expected = {phase: 0 for phase in ("Initializing", "Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed")}
+    expected = {phase: 0 for phase in PHASES}  # every phase the operator's gauge exports
     for job in jobs:
         expected[(job.get("status") or {}).get("phase") or "Pending"] += 1
 
