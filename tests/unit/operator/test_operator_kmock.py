@@ -463,7 +463,8 @@ async def test_a_failed_initializer_fails_the_job_with_its_reason(operator: Harn
     status = await eventually(lambda: (s := operator.get(FTJ, name)["status"])["phase"] == "Failed" and s)
     assert status["message"] == (f"model initializer Job {name}-model failed: BackoffLimitExceeded: "
                                  "Job has reached the specified backoff limit")
-    assert any(e.get("reason") == "ModelInitializationFailed" for e in operator.events())
+    # The Event is posted after the status write, asynchronously: wait for it, don't sample once.
+    await eventually(lambda: any(e.get("reason") == "ModelInitializationFailed" for e in operator.events()))
     await asyncio.sleep(0.5)
     assert operator.objects(PJ) == []
 
